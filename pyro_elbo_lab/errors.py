@@ -1,0 +1,46 @@
+"""Errors that tell a user what to change."""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+
+
+class ConfigError(ValueError):
+    """A configuration value, name or combination that cannot work; the message names the fix."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(message)
+
+
+def require_positive_int(name: str, value: object, minimum: int = 1) -> None:
+    require(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        f"{name} must be an integer >= {minimum}, got {value!r}",
+    )
+
+
+def require_positive_float(name: str, value: object) -> None:
+    require(
+        isinstance(value, Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0,
+        f"{name} must be a finite number > 0, got {value!r}",
+    )
+
+
+def require_finite_tensor(name: str, tensor: torch.Tensor) -> None:
+    """Reject data with NaN or inf entries, saying how many and where the first one is."""
+    bad = ~torch.isfinite(tensor)
+    if bool(bad.any()):
+        first = tuple(int(i) for i in bad.nonzero()[0].tolist())
+        raise ConfigError(
+            f"{name} contains {int(bad.sum())} NaN/inf value(s) (first at index {first}); "
+            "clean or impute the data before fitting"
+        )

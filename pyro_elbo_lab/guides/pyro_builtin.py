@@ -1,0 +1,118 @@
+"""Pyro's own autoguides, registered under short names with their options settable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pyro import poutine
+from pyro.infer import autoguide
+from pyro.infer.autoguide import initialization
+
+from pyro_elbo_lab.errors import require, require_positive_float, require_positive_int
+from pyro_elbo_lab.registry import guides
+
+InitLoc = Literal["median", "mean", "feasible", "sample"]
+
+_INIT_LOC_FNS: dict[str, Callable[..., Any]] = {
+    "median": initialization.init_to_median,
+    "mean": initialization.init_to_mean,
+    "feasible": initialization.init_to_feasible,
+    "sample": initialization.init_to_sample,
+}
+
+
+def guide_target(model: Callable[..., Any]) -> Callable[..., Any]:
+    """The part of ``model`` a guide covers: everything but its enumerated sites."""
+    enumerated = list(getattr(model, "enumerated_sites", ()))
+    return poutine.block(model, hide=enumerated) if enumerated else model
+
+
+def init_loc_fn(init_loc: str) -> Callable[..., Any]:
+    """Pyro's ``init_to_*`` strategy named ``init_loc``."""
+    require(
+        init_loc in _INIT_LOC_FNS,
+        f"guide.init_loc must be one of {', '.join(_INIT_LOC_FNS)}, got {init_loc!r}",
+    )
+    return _INIT_LOC_FNS[init_loc]
+
+
+@guides.register("normal")
+def normal(
+    model: Callable[..., Any], init_scale: float = 0.1, init_loc: InitLoc = "median"
+) -> autoguide.AutoGuide:
+    """Pyro's AutoNormal: mean-field Normal per latent site, in unconstrained space."""
+    require_positive_float("guide.init_scale", init_scale)
+    return autoguide.AutoNormal(
+        guide_target(model), init_loc_fn=init_loc_fn(init_loc), init_scale=init_scale
+    )
+
+
+@guides.register("diagonal_normal")
+def diagonal_normal(
+    model: Callable[..., Any], init_scale: float = 0.1, init_loc: InitLoc = "median"
+) -> autoguide.AutoGuide:
+    """Pyro's AutoDiagonalNormal: one diagonal Normal over the joined latent vector."""
+    require_positive_float("guide.init_scale", init_scale)
+    return autoguide.AutoDiagonalNormal(
+        guide_target(model), init_loc_fn=init_loc_fn(init_loc), init_scale=init_scale
+    )
+
+
+@guides.register("delta", point_estimate=True)
+def delta(model: Callable[..., Any], init_loc: InitLoc = "median") -> autoguide.AutoGuide:
+    """Pyro's AutoDelta: a point estimate (MAP); its 'bounds' are not bounds on log p(x)."""
+    return autoguide.AutoDelta(guide_target(model), init_loc_fn=init_loc_fn(init_loc))
+
+
+@guides.register("mvn")
+def mvn(
+    model: Callable[..., Any], init_scale: float = 0.1, init_loc: InitLoc = "median"
+) -> autoguide.AutoGuide:
+    """Pyro's AutoMultivariateNormal: full-covariance Normal over all latents."""
+    require_positive_float("guide.init_scale", init_scale)
+    return autoguide.AutoMultivariateNormal(
+        guide_target(model), init_loc_fn=init_loc_fn(init_loc), init_scale=init_scale
+    )
+
+
+@guides.register("lowrank_mvn")
+def lowrank_mvn(
+    model: Callable[..., Any],
+    rank: int | None = None,
+    init_scale: float = 0.1,
+    init_loc: InitLoc = "median",
+) -> autoguide.AutoGuide:
+    """Pyro's AutoLowRankMultivariateNormal: diagonal plus rank-r covariance."""
+    if rank is not None:
+        require_positive_int("guide.rank", rank)
+    require_positive_float("guide.init_scale", init_scale)
+    return autoguide.AutoLowRankMultivariateNormal(
+        guide_target(model), rank=rank, init_loc_fn=init_loc_fn(init_loc), init_scale=init_scale
+    )
+
+
+@guides.register("iaf")
+def iaf(
+    model: Callable[..., Any],
+    hidden_dim: int | None = None,
+    num_transforms: int = 1,
+    init_scale: float = 1.0,
+) -> autoguide.AutoGuide:
+    """Pyro's AutoIAFNormal: a Normal pushed through inverse autoregressive flows."""
+    require_positive_int("guide.num_transforms", num_transforms)
+    if hidden_dim is not None:
+        require_positive_int("guide.hidden_dim", hidden_dim)
+    require_positive_float("guide.init_scale", init_scale)
+    hidden = None if hidden_dim is None else [hidden_dim]
+    return autoguide.AutoIAFNormal(
+        guide_target(model), hidden_dim=hidden, num_transforms=num_transforms, init_scale=init_scale
+    )
+
+
+@guides.register("laplace", point_estimate=True, evaluate_with="laplace_approximation")
+def laplace(model: Callable[..., Any], init_loc: InitLoc = "median") -> autoguide.AutoGuide:
+    """Pyro's AutoLaplaceApproximation: MAP fit, then a Gaussian from the Hessian there."""
+    return autoguide.AutoLaplaceApproximation(
+        guide_target(model), init_loc_fn=init_loc_fn(init_loc)
+    )

@@ -1,0 +1,125 @@
+"""Build a run's components from its config, and check they fit together before compute."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import pyro.optim
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pyro import poutine
+
+from pyro_elbo_lab.devices import resolve_device
+from pyro_elbo_lab.errors import ConfigError, require
+from pyro_elbo_lab.models.base import LatentVariableModel
+from pyro_elbo_lab.objectives.particles import require_reparameterized
+from pyro_elbo_lab.registry import Component, guides, models, objectives
+
+
+@dataclass
+class Components:
+    """Everything a run fits and measures, built and checked."""
+
+    model: LatentVariableModel
+    guide: Any
+    objective: Any
+    optim: pyro.optim.PyroOptim
+    device: torch.device
+    model_entry: Component
+    guide_entry: Component
+    objective_entry: Component
+    optim_name: str
+
+
+def _params(node: Any, group: str) -> tuple[str, dict[str, Any]]:
+    params = (
+        OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    )
+    require(isinstance(params, dict) and "name" in params, f"{group} config needs a 'name' entry")
+    name = params.pop("name")
+    return name, params
+
+
+def build_components(config: Any) -> Components:
+    """Model, guide, objective and optimiser of ``config``, on its device.
+
+    Raises :class:`ConfigError` before any fitting when a name is unknown, a value is
+    out of range or the combination cannot work.
+    """
+    device = resolve_device(config.device)
+    model_name, model_params = _params(config.model, "model")
+    guide_name, guide_params = _params(config.guide, "guide")
+    objective_name, objective_params = _params(config.objective, "objective")
+    model_entry = models.get(model_name)
+    guide_entry = guides.get(guide_name)
+    objective_entry = objectives.get(objective_name)
+
+    model = models.build(model_name, device=str(device), **model_params)
+    if (
+        "max_plate_nesting" in _parameter_names(objective_entry)
+        and objective_params.get("max_plate_nesting") is None
+    ):
+        objective_params["max_plate_nesting"] = model.max_plate_nesting
+    objective = objectives.build(objective_name, **objective_params)
+    guide = guides.build(guide_name, model, **guide_params)
+    optim_name, optim = _build_optim(config.optim)
+    components = Components(
+        model=model,
+        guide=guide,
+        objective=objective,
+        optim=optim,
+        device=device,
+        model_entry=model_entry,
+        guide_entry=guide_entry,
+        objective_entry=objective_entry,
+        optim_name=optim_name,
+    )
+    check_compatible(components)
+    return components
+
+
+def _parameter_names(entry: Component) -> set[str]:
+    return set(inspect.signature(entry.factory).parameters)
+
+
+def _build_optim(node: Any) -> tuple[str, pyro.optim.PyroOptim]:
+    settings = OmegaConf.to_container(node, resolve=True)
+    require(
+        isinstance(settings, dict) and "_target_" in settings and "name" in settings,
+        "optim config needs 'name' and '_target_' (e.g. _target_: pyro.optim.Adam)",
+    )
+    name = settings.pop("name")
+    learning_rate = settings.get("optim_args", {}).get("lr")
+    if learning_rate is not None:
+        require(
+            isinstance(learning_rate, int | float) and learning_rate > 0,
+            f"optim.optim_args.lr must be a number > 0, got {learning_rate!r}",
+        )
+    try:
+        optim = instantiate(settings, _convert_="all")
+    except Exception as error:  # Hydra wraps the constructor's own error
+        raise ConfigError(f"optim '{name}' could not be built: {error}") from None
+    require(
+        isinstance(optim, pyro.optim.PyroOptim),
+        f"optim '{name}' must build a pyro.optim optimiser, got {type(optim).__name__}",
+    )
+    return name, optim
+
+
+def check_compatible(components: Components) -> None:
+    """Combinations that cannot work fail here, naming the fix."""
+    model, objective_entry = components.model, components.objective_entry
+    if model.enumerated_sites and not objective_entry.trait("enumerates"):
+        raise ConfigError(
+            f"model '{components.model_entry.name}' has discrete latents "
+            f"{list(model.enumerated_sites)} that objective '{objective_entry.name}' cannot "
+            "enumerate; use objective=trace_enum, or marginalise them "
+            "(e.g. model.assignment=marginalized)"
+        )
+    if objective_entry.trait("requires_reparam"):
+        with poutine.block():
+            guide_trace = poutine.trace(components.guide).get_trace(model.train_data)
+        require_reparameterized(guide_trace, f"objective '{objective_entry.name}'")

@@ -1,0 +1,60 @@
+"""The typed schema of a lab run (Hydra structured config) and the sweep-dir resolver."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from pyro_elbo_lab.evaluation import EvaluationSettings
+
+
+@dataclass
+class EvaluationConfig:
+    """Sample sizes of the post-fit evaluation; see :class:`EvaluationSettings`."""
+
+    elbo_particles: int = 1000
+    iwae_particles: int = 100
+    iwae_repeats: int = 20
+    heldout_particles: int = 1000
+    particle_batch: int = 1000
+
+
+@dataclass
+class LabConfig:
+    """One run: ``model × guide × objective × optim × seed``.
+
+    ``model``/``guide``/``objective`` hold a registered ``name`` and that component's
+    parameters; ``optim`` a ``name`` and a Hydra ``_target_`` with its arguments.
+    """
+
+    model: Any = MISSING
+    guide: Any = MISSING
+    objective: Any = MISSING
+    optim: Any = MISSING
+    seed: int = 0
+    steps: int = 500
+    device: str = "cpu"
+    progress_bar: bool = True
+    num_threads: int | None = None
+    loss_history_points: int = 200
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+def evaluation_settings(config: Any) -> EvaluationSettings:
+    return EvaluationSettings(**OmegaConf.to_container(config, resolve=True))
+
+
+def register_configs() -> None:
+    """Put the schema into Hydra's ConfigStore (``lab_schema``) and add resolvers."""
+    ConfigStore.instance().store(name="lab_schema", node=LabConfig)
+    if not OmegaConf.has_resolver("lab_unique"):
+        # Cached, and Hydra copies resolver caches into every job's config, so a sweep
+        # resolves one suffix: two sweeps started in the same second still differ.
+        OmegaConf.register_new_resolver("lab_unique", lambda: uuid.uuid4().hex[:6], use_cache=True)
+
+
+register_configs()

@@ -1,0 +1,119 @@
+"""``run(config) -> record``: one lab run as a plain function, callable without Hydra."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pyro
+from omegaconf import DictConfig, OmegaConf
+
+from pyro_elbo_lab.errors import ConfigError, require_positive_int
+from pyro_elbo_lab.evaluation import evaluate_guide
+from pyro_elbo_lab.lab.components import Components, build_components
+from pyro_elbo_lab.lab.config import evaluation_settings
+from pyro_elbo_lab.lab.fit import FitResult, fit
+from pyro_elbo_lab.lab.record import SCHEMA_VERSION, git_commit, package_versions, write_record
+
+
+def validate(config: DictConfig) -> None:
+    """Top-level values out of range fail before anything is built."""
+    require_positive_int("steps", config.steps)
+    require_positive_int("loss_history_points", config.loss_history_points)
+    if config.num_threads is not None:
+        require_positive_int("num_threads", config.num_threads)
+    if not (isinstance(config.seed, int) and 0 <= config.seed < 2**32):
+        raise ConfigError(f"seed must be an integer in [0, 2**32), got {config.seed!r}")
+    evaluation_settings(config.evaluation)
+
+
+def run(
+    config: DictConfig, output_dir: str | Path | None = None, catch_errors: bool = False
+) -> dict[str, Any]:
+    """Fit and evaluate one configuration; return (and, given ``output_dir``, write) its record.
+
+    Seeds Pyro (``pyro.set_rng_seed``) and clears the param store first, so the same
+    config gives the same record. A non-finite loss stops the fit and records
+    ``diverged``; an exception records ``failed`` with its message and is re-raised
+    unless ``catch_errors`` (the sweep's choice, so the other jobs go on).
+    """
+    record: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "status": "failed",
+        "message": None,
+        "config": OmegaConf.to_container(config, resolve=True),
+        "seed": config.get("seed"),
+        "components": {
+            group: (config.get(group) or {}).get("name")
+            for group in ("model", "guide", "objective", "optim")
+        },
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }
+    try:
+        validate(config)
+        pyro.clear_param_store()
+        pyro.set_rng_seed(config.seed)
+        components = build_components(config)
+        record["device"] = str(components.device)
+        result = fit(components, config.steps, config.progress_bar, label=_label(record))
+        record["fit"] = _fit_summary(result, config)
+        if result.diverged:
+            record["status"] = "diverged"
+            record["message"] = (
+                f"loss or parameters became non-finite by step {result.steps_completed} "
+                f"(last loss {result.losses[-1]}); lower optim.optim_args.lr or check the model"
+            )
+        else:
+            start = time.perf_counter()
+            record["metrics"] = evaluate_guide(
+                components.model,
+                _evaluation_guide(components),
+                evaluation_settings(config.evaluation),
+            )
+            record["metrics"]["bounds_valid"] = not components.guide_entry.trait("point_estimate")
+            record["evaluation_time_s"] = time.perf_counter() - start
+            record["status"] = "ok"
+    except Exception as error:
+        record["status"] = "failed"
+        record["message"] = f"{type(error).__name__}: {error}"
+        record["traceback"] = traceback.format_exc(limit=20)
+        if not catch_errors:
+            _finish(record, output_dir)
+            raise
+    _finish(record, output_dir)
+    return record
+
+
+def _finish(record: dict[str, Any], output_dir: str | Path | None) -> None:
+    record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    if output_dir is not None:
+        write_record(record, Path(output_dir))
+
+
+def _label(record: dict[str, Any]) -> str:
+    parts = record["components"]
+    return f"{parts['objective']}/{parts['guide']}/{parts['model']} seed={record['seed']}"
+
+
+def _fit_summary(result: FitResult, config: DictConfig) -> dict[str, Any]:
+    return {
+        "steps_requested": config.steps,
+        "steps_completed": result.steps_completed,
+        "wall_time_s": result.wall_time_s,
+        "steps_per_second": result.steps_per_second,
+        "final_loss": result.final_loss(),
+        "loss_history": result.history(config.loss_history_points),
+    }
+
+
+def _evaluation_guide(components: Components) -> Any:
+    """The guide to measure: itself, or what its registry entry names (e.g. Laplace's Gaussian)."""
+    method = components.guide_entry.trait("evaluate_with", None)
+    if method is None:
+        return components.guide
+    return getattr(components.guide, method)(components.model.train_data)

@@ -1,0 +1,105 @@
+"""The contract every model in the lab fulfils."""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import torch
+from pyro.distributions import Distribution
+
+from pyro_elbo_lab.devices import resolve_device
+from pyro_elbo_lab.errors import ConfigError, require_finite_tensor, require_positive_int
+
+
+class LatentVariableModel(abc.ABC):
+    """A Pyro model with its seeded data and whatever ground truth is known.
+
+    Calling the object runs the Pyro model, so it goes wherever Pyro expects a model::
+
+        model = NormalNormal(num_train=50, seed=0)
+        guide = AutoNormal(model)
+        svi = SVI(model, guide, Adam({"lr": 0.05}), Trace_ELBO())
+        svi.step(model.train_data)
+
+    Observations live in a plate named :attr:`data_plate` at ``dim=-1``; data are drawn on
+    the CPU from a generator seeded with ``seed`` (so every device sees the same numbers)
+    and moved to ``device``. Subclasses implement :meth:`simulate` and :meth:`model`, and
+    override the ground-truth methods where the truth is known (``None`` otherwise).
+    """
+
+    data_plate: ClassVar[str] = "data"
+    max_plate_nesting: ClassVar[int] = 1
+    #: Sites that the model marginalises by enumeration (guides must not sample them).
+    enumerated_sites: tuple[str, ...] = ()
+
+    def __init__(
+        self, *, num_train: int, num_heldout: int, seed: int, device: str | torch.device = "cpu"
+    ) -> None:
+        require_positive_int("model.num_train", num_train)
+        require_positive_int("model.num_heldout", num_heldout)
+        self.device = resolve_device(device)
+        self.seed = seed
+        generator = torch.Generator().manual_seed(seed)
+        data = self.simulate(num_train + num_heldout, generator)
+        self.train_data = self._accept_data("training data", data[:num_train])
+        self.heldout_data = self._accept_data("held-out data", data[num_train:])
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """Shape of one observation."""
+        return tuple(self.train_data.shape[1:])
+
+    @abc.abstractmethod
+    def simulate(self, num_data: int, generator: torch.Generator) -> torch.Tensor:
+        """Draw ``num_data`` observations (leading dim) on the CPU with ``generator``."""
+
+    @abc.abstractmethod
+    def model(self, data: torch.Tensor) -> None:
+        """The Pyro program over ``data`` (observations in the ``data`` plate)."""
+
+    def marginal_model(self, data: torch.Tensor) -> None:
+        """The same joint density over the continuous latents with discrete ones summed out.
+
+        Evaluation uses this form, so models that enumerate during training (for
+        ``TraceEnum_ELBO``) are still measured with importance weights.
+        """
+        self.model(data)
+
+    def __call__(self, data: torch.Tensor | None = None) -> None:
+        self.model(self.train_data if data is None else self.check_data(data))
+
+    def check_data(self, data: torch.Tensor) -> torch.Tensor:
+        """Data of the wrong shape, dtype or device fail here, with the expected layout."""
+        if not isinstance(data, torch.Tensor):
+            raise ConfigError(
+                f"{type(self).__name__} data must be a torch.Tensor, got {type(data)}"
+            )
+        expected = self.event_shape
+        if tuple(data.shape[1:]) != expected or data.dim() != len(expected) + 1:
+            raise ConfigError(
+                f"{type(self).__name__} expects data of shape (num_points, "
+                f"{', '.join(map(str, expected))}), got {tuple(data.shape)}"
+            )
+        if data.device != self.train_data.device:
+            raise ConfigError(
+                f"data is on {data.device} but the model lives on {self.device}; "
+                f"move it with data.to('{self.device}')"
+            )
+        return data
+
+    def exact_log_evidence(self, data: torch.Tensor | None = None) -> float | None:
+        """log p(data) (default: the training data) where it is known in closed form."""
+        return None
+
+    def exact_posterior(self) -> dict[str, Distribution] | None:
+        """p(z | training data) per latent site, where it is known in closed form."""
+        return None
+
+    def exact_predictive_log_likelihood(self, data: torch.Tensor) -> torch.Tensor | None:
+        """log p(x_new | training data) for each row of ``data``, where known."""
+        return None
+
+    def _accept_data(self, what: str, data: torch.Tensor) -> torch.Tensor:
+        require_finite_tensor(f"{type(self).__name__} {what}", data)
+        return data.to(self.device)

@@ -1,0 +1,369 @@
+r"""The shared engine: K particles of (model, guide) in one vectorised pass.
+
+Most variational objectives are functions of the per-particle log importance weights
+
+.. math::
+
+    \log w_k = \log p(x, z_k) - \log q_\phi(z_k), \qquad z_k \sim q_\phi,
+
+so every objective in this package asks :func:`sample_log_weights` for them and reduces
+them its own way. The particles are a ``pyro.plate`` left of the model's plates, so model
+and guide run once for all K (no Python loop over particles or data). Besides the weights
+the engine returns what gradient estimators need:
+
+- ``log_q_stopped``: :math:`\log q_{\bar\phi}(z_k)` with the variational parameters
+  stopped, so that gradients flow only through the sample path :math:`z_k(\phi)`
+  (sticking the landing, Roeder et al. 2017; DReG, Tucker et al. 2018);
+- per-datapoint log-weights :math:`\log w_{kn}` of the sites local to the data plate,
+  where the model has one;
+- :func:`model_log_density_at_stopped_latents`: :math:`\log p_\theta(x, \bar z_k)` with
+  the latents detached, which carries model-parameter gradients without a path to
+  :math:`\phi`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer.util import is_validation_enabled
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from pyro.util import check_model_guide_match, check_site_shape
+
+from pyro_elbo_lab.errors import ConfigError
+
+PARTICLE_PLATE = "num_particles_vectorized"
+
+
+@dataclass
+class LogWeights:
+    """Per-particle log densities from one vectorised pass (shapes: ``[K]``, ``[K, N]``).
+
+    ``log_p``/``log_q`` sum every site with its plate scaling (as Pyro's ELBOs do).
+    The ``local_*`` fields, present when the model has a data plate, hold the unscaled
+    log densities of the sites inside it per datapoint, and ``local_scale`` the factor
+    (N / batch size) a subsampled plate applies to them.
+    """
+
+    log_p: torch.Tensor
+    log_q: torch.Tensor
+    log_q_stopped: torch.Tensor | None
+    local_log_p: torch.Tensor | None
+    local_log_q: torch.Tensor | None
+    local_log_q_stopped: torch.Tensor | None
+    local_scale: float
+    global_latent_sites: tuple[str, ...]
+    model_trace: poutine.Trace
+    guide_trace: poutine.Trace
+
+    @property
+    def log_weights(self) -> torch.Tensor:
+        """:math:`\\log w_k = \\log p(x, z_k) - \\log q(z_k)`, shape ``[K]``."""
+        return self.log_p - self.log_q
+
+    @property
+    def num_particles(self) -> int:
+        return int(self.log_p.shape[0])
+
+    def stopped_log_weights(self) -> torch.Tensor:
+        """:math:`\\log p(x, z_k) - \\log q_{\\bar\\phi}(z_k)`: gradients only through z."""
+        if self.log_q_stopped is None:
+            raise RuntimeError("sample_log_weights(..., stop_guide_params=True) is needed")
+        return self.log_p - self.log_q_stopped
+
+    def local_log_weights(self, stopped: bool = False) -> torch.Tensor:
+        """:math:`\\log w_{kn}` of the sites local to the data plate, shape ``[K, N]``."""
+        log_q = self.local_log_q_stopped if stopped else self.local_log_q
+        if self.local_log_p is None or log_q is None:
+            raise ConfigError(
+                "per-datapoint weights need a model whose observations sit in its data plate "
+                "(LatentVariableModel.data_plate) and a data_plate name given to the objective"
+            )
+        return self.local_log_p - log_q
+
+
+def particle_plate(num_particles: int, max_plate_nesting: int) -> pyro.plate:
+    """The plate that vectorises particles, left of the model's ``max_plate_nesting`` dims."""
+    return pyro.plate(PARTICLE_PLATE, num_particles, dim=-(max_plate_nesting + 1))
+
+
+def guess_max_plate_nesting(
+    model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
+) -> int:
+    """Run model and guide once, unvectorised, and read the deepest plate dim used."""
+    with poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+    dims = [
+        -frame.dim
+        for trace in (model_trace, guide_trace)
+        for site in trace.nodes.values()
+        if site["type"] == "sample"
+        for frame in site["cond_indep_stack"]
+        if frame.vectorized and frame.dim is not None
+    ]
+    return max(dims, default=0)
+
+
+def sample_log_weights(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
+    *,
+    num_particles: int,
+    max_plate_nesting: int,
+    stop_guide_params: bool = False,
+    require_reparam: bool = False,
+    data_plate: str | None = None,
+) -> LogWeights:
+    """Draw ``num_particles`` particles from ``guide`` and weigh them under ``model``.
+
+    :param max_plate_nesting: the model's plate depth (not counting particles).
+    :param stop_guide_params: also compute :math:`\\log q_{\\bar\\phi}(z_k)`, by replaying
+        the guide with its parameters stopped: every ``pyro.param`` value and every
+        parameter of the guide as an ``nn.Module`` (``PyroModule`` parameters included,
+        which ``pyro.param`` handlers cannot reach) is detached. Parameters of modules a
+        hand-written guide only registers with ``pyro.module`` are not stopped.
+    :param require_reparam: raise :class:`ConfigError` when a guide site cannot be
+        reparameterised (the objective's gradient would silently lose its score term).
+    :param data_plate: name of the model's data plate, for per-datapoint weights.
+    """
+    plate = particle_plate(num_particles, max_plate_nesting)
+    guide_trace = poutine.trace(plate(guide)).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(
+        *args, **kwargs
+    )
+    if is_validation_enabled():
+        check_model_guide_match(model_trace, guide_trace, max_plate_nesting + 1)
+    latent_guide_trace = prune_subsample_sites(guide_trace)
+    model_trace = prune_subsample_sites(model_trace)
+    model_trace.compute_log_prob()
+    latent_guide_trace.compute_log_prob()
+    _check_sites(model_trace, latent_guide_trace, max_plate_nesting, require_reparam)
+
+    stopped_trace = None
+    if stop_guide_params:
+        stopped_trace = _replay_with_stopped_params(guide, guide_trace, plate, args, kwargs)
+        stopped_trace.compute_log_prob()
+
+    reduce = _Reducer(num_particles, max_plate_nesting, data_plate)
+    local_scale = reduce.local_scale(model_trace)
+    return LogWeights(
+        log_p=reduce.total(model_trace),
+        log_q=reduce.total(latent_guide_trace),
+        log_q_stopped=None if stopped_trace is None else reduce.total(stopped_trace),
+        local_log_p=reduce.local(model_trace),
+        local_log_q=reduce.local(latent_guide_trace),
+        local_log_q_stopped=None if stopped_trace is None else reduce.local(stopped_trace),
+        local_scale=local_scale,
+        global_latent_sites=reduce.global_latents(latent_guide_trace),
+        model_trace=model_trace,
+        guide_trace=latent_guide_trace,
+    )
+
+
+def model_log_density_at_stopped_latents(
+    model: Callable[..., Any],
+    weights: LogWeights,
+    args: tuple,
+    kwargs: dict,
+    max_plate_nesting: int,
+) -> torch.Tensor:
+    """:math:`\\log p_\\theta(x, \\bar z_k)`, shape ``[K]``: model gradients, no path to φ."""
+    detached = weights.guide_trace.copy()
+    for site in detached.nodes.values():
+        if site["type"] == "sample":
+            site["value"] = site["value"].detach()
+    plate = particle_plate(weights.num_particles, max_plate_nesting)
+    trace = poutine.trace(poutine.replay(plate(model), trace=detached)).get_trace(*args, **kwargs)
+    trace = prune_subsample_sites(trace)
+    trace.compute_log_prob()
+    return _Reducer(weights.num_particles, max_plate_nesting, None).total(trace)
+
+
+def model_has_params(weights: LogWeights) -> bool:
+    """Whether the model trace touched any ``pyro.param`` (i.e. has θ to learn)."""
+    return any(site["type"] == "param" for site in weights.model_trace.nodes.values())
+
+
+class _StopParams(Messenger):
+    def _pyro_post_param(self, msg: dict) -> None:
+        msg["value"] = msg["value"].detach()
+
+
+@contextlib.contextmanager
+def _stopped_module_params(guide: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """Yield a callable that runs ``guide`` with its ``nn.Module`` parameters detached."""
+    if not isinstance(guide, torch.nn.Module):
+        yield guide
+        return
+    detached = {name: p.detach() for name, p in guide.named_parameters()}
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return torch.func.functional_call(guide, detached, args, kwargs, strict=False)
+
+    # Module-local parameters keep PyroModule from re-syncing with the param store,
+    # which would silently put the live parameters back.
+    with pyro.settings.context(module_local_params=True):
+        yield run
+
+
+def _replay_with_stopped_params(
+    guide: Callable[..., Any],
+    guide_trace: poutine.Trace,
+    plate: pyro.plate,
+    args: tuple,
+    kwargs: dict,
+) -> poutine.Trace:
+    """Re-run the guide on the same draws (subsample indices included), parameters stopped."""
+    with _stopped_module_params(guide) as stopped_guide, _StopParams():
+        trace = poutine.trace(poutine.replay(plate(stopped_guide), trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+    return prune_subsample_sites(trace)
+
+
+def _check_sites(
+    model_trace: poutine.Trace,
+    guide_trace: poutine.Trace,
+    max_plate_nesting: int,
+    require_reparam: bool,
+) -> None:
+    for trace in (model_trace, guide_trace):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site["infer"].get("enumerate"):
+                raise ConfigError(
+                    f"site '{name}' is marked for enumeration, which this objective does not do; "
+                    "use objective=trace_enum, or a model form that marginalises it "
+                    "(e.g. model.assignment=marginalized)"
+                )
+            if is_validation_enabled():
+                check_site_shape(site, max_plate_nesting + 1)
+    if require_reparam:
+        require_reparameterized(guide_trace)
+    for name, site in model_trace.nodes.items():
+        if site["type"] == "sample" and not site["is_observed"] and name not in guide_trace:
+            raise ConfigError(
+                f"model latent '{name}' is not sampled by the guide; a discrete latent must be "
+                "enumerated (objective=trace_enum) or marginalised in the model"
+            )
+
+
+def require_reparameterized(guide_trace: poutine.Trace, objective: str = "this objective") -> None:
+    """Raise :class:`ConfigError` naming the first guide site without ``rsample``."""
+    for name, site in guide_trace.nodes.items():
+        latent = site["type"] == "sample" and not site["is_observed"]
+        if latent and not site_is_subsample(site) and not getattr(site["fn"], "has_rsample", False):
+            raise ConfigError(
+                f"guide site '{name}' ({type(site['fn']).__name__}) is not "
+                f"reparameterisable, but {objective} needs reparameterised samples; use a "
+                "reparameterisable guide (e.g. guide=normal) or a score-function objective "
+                "(e.g. objective=trace)"
+            )
+
+
+class _Reducer:
+    """Sums site log densities down to ``[K]`` (particles) or ``[K, N]`` (datapoints)."""
+
+    def __init__(self, num_particles: int, max_plate_nesting: int, data_plate: str | None):
+        self.num_particles = num_particles
+        self.batch_dims = max_plate_nesting + 1
+        self.data_plate = data_plate
+
+    def _sites(self, trace: poutine.Trace) -> Iterator[tuple[str, dict]]:
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample":
+                yield name, site
+
+    def _data_frame(self, site: dict) -> Any:
+        if self.data_plate is None:
+            return None
+        for frame in site["cond_indep_stack"]:
+            if frame.name == self.data_plate:
+                return frame
+        return None
+
+    def _full_batch(self, log_prob: torch.Tensor) -> torch.Tensor:
+        if log_prob.dim() > self.batch_dims:
+            raise ConfigError("enumerated sites are not supported by this objective")
+        return log_prob.reshape((1,) * (self.batch_dims - log_prob.dim()) + log_prob.shape)
+
+    def total(self, trace: poutine.Trace) -> torch.Tensor:
+        total = None
+        for _, site in self._sites(trace):
+            log_prob = self._full_batch(site["log_prob"])
+            per_particle = log_prob.reshape(log_prob.shape[0], -1).sum(-1)
+            total = per_particle if total is None else total + per_particle
+        if total is None:
+            raise ConfigError("the traced program has no sample sites")
+        return total.expand(self.num_particles)
+
+    def local(self, trace: poutine.Trace, observed_only: bool = False) -> torch.Tensor | None:
+        local = None
+        for _, site in self._sites(trace):
+            frame = self._data_frame(site)
+            if frame is None or (observed_only and not site["is_observed"]):
+                continue
+            log_prob = self._full_batch(site["unscaled_log_prob"])
+            data_axis = self.batch_dims + frame.dim
+            log_prob = log_prob.movedim(data_axis, 1)
+            per_point = log_prob.reshape(log_prob.shape[0], log_prob.shape[1], -1).sum(-1)
+            local = per_point if local is None else local + per_point
+        if local is None:
+            return None
+        return local.expand(self.num_particles, local.shape[1])
+
+    def local_scale(self, trace: poutine.Trace) -> float:
+        for _, site in self._sites(trace):
+            if self._data_frame(site) is not None:
+                return float(site["scale"])
+        return 1.0
+
+    def global_latents(self, guide_trace: poutine.Trace) -> tuple[str, ...]:
+        return tuple(
+            name
+            for name, site in self._sites(guide_trace)
+            if not site["is_observed"] and self._data_frame(site) is None
+        )
+
+
+def sample_observed_log_likelihood(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    model_args: tuple,
+    guide_args: tuple,
+    *,
+    num_particles: int,
+    max_plate_nesting: int,
+    data_plate: str,
+) -> torch.Tensor:
+    """:math:`\\log p(x_n \\mid z_k)` for z_k ~ q(· | guide_args), shape ``[K, N]``.
+
+    The guide runs on ``guide_args`` (the training data) and the model on ``model_args``
+    (e.g. held-out data), so this is the building block of posterior-predictive
+    densities for models whose guided latents are global.
+    """
+    plate = particle_plate(num_particles, max_plate_nesting)
+    guide_trace = poutine.trace(plate(guide)).get_trace(*guide_args)
+    model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(
+        *model_args
+    )
+    model_trace = prune_subsample_sites(model_trace)
+    model_trace.compute_log_prob()
+    per_point = _Reducer(num_particles, max_plate_nesting, data_plate).local(
+        model_trace, observed_only=True
+    )
+    if per_point is None:
+        raise ConfigError(f"the model observes nothing inside a plate named '{data_plate}'")
+    return per_point
