@@ -1,6 +1,7 @@
-"""pyro-elbo-lab: variational objectives and guide families as swappable Pyro components."""
+"""pyro-elbo-lab: variational objectives and guide families as swappable Pyro components.
 
-from pyro_elbo_lab.registry import guides, models, objectives
+Components are looked up by name in :mod:`pyro_elbo_lab.registry`
+(``registry.objectives``, ``registry.guides``, ``registry.models``).
+"""
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "guides", "models", "objectives"]

@@ -97,16 +97,17 @@ def iaf(
     model: Callable[..., Any],
     hidden_dim: int | None = None,
     num_transforms: int = 1,
-    init_scale: float = 1.0,
+    init_loc: InitLoc = "median",
 ) -> autoguide.AutoGuide:
     """Pyro's AutoIAFNormal: a Normal pushed through inverse autoregressive flows."""
     require_positive_int("guide.num_transforms", num_transforms)
     if hidden_dim is not None:
         require_positive_int("guide.hidden_dim", hidden_dim)
-    require_positive_float("guide.init_scale", init_scale)
-    hidden = None if hidden_dim is None else [hidden_dim]
     return autoguide.AutoIAFNormal(
-        guide_target(model), hidden_dim=hidden, num_transforms=num_transforms, init_scale=init_scale
+        guide_target(model),
+        hidden_dim=None if hidden_dim is None else [hidden_dim],
+        num_transforms=num_transforms,
+        init_loc_fn=init_loc_fn(init_loc),
     )
 
 

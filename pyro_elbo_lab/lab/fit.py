@@ -47,7 +47,7 @@ class FitResult:
         return sum(finite[-tail:]) / tail
 
     def history(self, num_points: int) -> dict[str, list[float]]:
-        """The loss curve averaged into at most ``num_points`` consecutive bins."""
+        """The finite losses averaged into at most ``num_points`` consecutive bins."""
         count = len(self.losses)
         if count == 0:
             return {"step": [], "loss": []}
@@ -56,9 +56,11 @@ class FitResult:
         edges = torch.linspace(0, count, bins + 1).round().long().tolist()
         steps, means = [], []
         for start, stop in itertools.pairwise(edges):
-            if stop > start:
+            window = losses[start:stop]
+            window = window[window.isfinite()]
+            if len(window):  # objectives that report no loss leave no points
                 steps.append((start + stop - 1) / 2)
-                means.append(float(losses[start:stop].mean()))
+                means.append(float(window.mean()))
         return {"step": steps, "loss": means}
 
 

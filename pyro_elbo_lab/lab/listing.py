@@ -19,5 +19,8 @@ def component_table() -> str:
     """The Markdown component table the README carries (a test keeps them in step)."""
     lines = ["| kind | name | description |", "|---|---|---|"]
     for kind, registry in REGISTRIES.items():
-        lines += [f"| {kind} | `{c.name}` | {c.description} |" for c in registry]
+        lines += [
+            f"| {kind} | `{c.name}` | {c.description.replace('|', chr(92) + '|')} |"
+            for c in registry
+        ]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pyro
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pyro_elbo_lab.errors import ConfigError, require_positive_int
@@ -60,6 +61,7 @@ def run(
         pyro.set_rng_seed(config.seed)
         components = build_components(config)
         record["device"] = str(components.device)
+        record["torch_threads"] = torch.get_num_threads()
         result = fit(components, config.steps, config.progress_bar, label=_label(record))
         record["fit"] = _fit_summary(result, config)
         if result.diverged:

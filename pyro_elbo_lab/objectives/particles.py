@@ -32,7 +32,6 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer.util import is_validation_enabled
-from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 
@@ -79,13 +78,13 @@ class LogWeights:
 
     def local_log_weights(self, stopped: bool = False) -> torch.Tensor:
         """:math:`\\log w_{kn}` of the sites local to the data plate, shape ``[K, N]``."""
-        log_q = self.local_log_q_stopped if stopped else self.local_log_q
-        if self.local_log_p is None or log_q is None:
+        if self.local_log_p is None:
             raise ConfigError(
                 "per-datapoint weights need a model whose observations sit in its data plate "
                 "(LatentVariableModel.data_plate) and a data_plate name given to the objective"
             )
-        return self.local_log_p - log_q
+        log_q = self.local_log_q_stopped if stopped else self.local_log_q
+        return self.local_log_p if log_q is None else self.local_log_p - log_q
 
 
 def particle_plate(num_particles: int, max_plate_nesting: int) -> pyro.plate:
@@ -129,9 +128,7 @@ def sample_log_weights(
 
     :param max_plate_nesting: the model's plate depth (not counting particles).
     :param stop_guide_params: also compute :math:`\\log q_{\\bar\\phi}(z_k)`, by replaying
-        the guide with its parameters stopped: every ``pyro.param`` value and every
-        parameter of the guide as an ``nn.Module`` (``PyroModule`` parameters included,
-        which ``pyro.param`` handlers cannot reach) is detached. Parameters of modules a
+        the guide under :func:`stopped_parameters`. Parameters of modules that a
         hand-written guide only registers with ``pyro.module`` are not stopped.
     :param require_reparam: raise :class:`ConfigError` when a guide site cannot be
         reparameterised (the objective's gradient would silently lose its score term).
@@ -195,25 +192,37 @@ def model_has_params(weights: LogWeights) -> bool:
     return any(site["type"] == "param" for site in weights.model_trace.nodes.values())
 
 
-class _StopParams(Messenger):
-    def _pyro_post_param(self, msg: dict) -> None:
-        msg["value"] = msg["value"].detach()
-
-
 @contextlib.contextmanager
-def _stopped_module_params(guide: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
-    """Yield a callable that runs ``guide`` with its ``nn.Module`` parameters detached."""
-    if not isinstance(guide, torch.nn.Module):
-        yield guide
-        return
-    detached = {name: p.detach() for name, p in guide.named_parameters()}
+def stopped_parameters(guide: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """Yield a callable that runs ``guide`` with every variational parameter stopped.
 
-    def run(*args: Any, **kwargs: Any) -> Any:
-        return torch.func.functional_call(guide, detached, args, kwargs, strict=False)
+    Both homes of a parameter are swapped for one detached copy: the param store (what
+    ``pyro.param`` returns) and, for an ``nn.Module`` guide, the module's own parameters
+    (``torch.func.functional_call``). ``PyroModule`` compares the two and re-syncs when
+    they differ, so they must be the very same tensor; plain ``nn.Parameter`` attributes
+    (e.g. ``AutoDiagonalNormal.loc``) are reached only through the module.
+    """
+    store = pyro.get_param_store()
+    state = store.get_state()
+    stopped = {
+        id(value): torch.nn.Parameter(value.detach(), requires_grad=False)
+        for value in state["params"].values()
+    }
+    stopped_state = {
+        "params": {name: stopped[id(value)] for name, value in state["params"].items()},
+        "constraints": dict(state["constraints"]),
+    }
+    run = guide
+    if isinstance(guide, torch.nn.Module):
+        module_params = {
+            name: stopped[id(p)] if id(p) in stopped else p.detach()
+            for name, p in guide.named_parameters()
+        }
 
-    # Module-local parameters keep PyroModule from re-syncing with the param store,
-    # which would silently put the live parameters back.
-    with pyro.settings.context(module_local_params=True):
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return torch.func.functional_call(guide, module_params, args, kwargs, strict=False)
+
+    with store.scope(stopped_state):
         yield run
 
 
@@ -225,7 +234,7 @@ def _replay_with_stopped_params(
     kwargs: dict,
 ) -> poutine.Trace:
     """Re-run the guide on the same draws (subsample indices included), parameters stopped."""
-    with _stopped_module_params(guide) as stopped_guide, _StopParams():
+    with stopped_parameters(guide) as stopped_guide:
         trace = poutine.trace(poutine.replay(plate(stopped_guide), trace=guide_trace)).get_trace(
             *args, **kwargs
         )
@@ -334,7 +343,9 @@ class _Reducer:
         return tuple(
             name
             for name, site in self._sites(guide_trace)
-            if not site["is_observed"] and self._data_frame(site) is None
+            if not site["is_observed"]
+            and not site["infer"].get("is_auxiliary")
+            and self._data_frame(site) is None
         )
 
 

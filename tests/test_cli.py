@@ -1,0 +1,113 @@
+"""The command line, end to end: real multiruns in subprocesses, reports, launchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SMOKE = ["experiment=smoke", "progress_bar=false"]
+
+
+def elbo_lab(*arguments: str, cwd: Path, module: bool = False) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pyro_elbo_lab"] if module else ["elbo-lab"]
+    return subprocess.run(
+        [*command, *arguments], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def records(sweep: Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(sweep.rglob("record.json"))]
+
+
+@pytest.mark.slow
+def test_a_sweep_writes_records_table_and_plots(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = elbo_lab(*SMOKE, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [r["status"] for r in records(sweep)] == ["ok", "ok"]
+    for name in ("comparison.md", "comparison.csv", "loss_curves.png", "metrics.png"):
+        assert (sweep / name).stat().st_size > 0, name
+    table = (sweep / "comparison.md").read_text()
+    assert "| trace | normal | gmm |" in table and "| renyi | normal | gmm |" in table
+    assert "Δ ELBO" in table
+    assert "| trace | normal | gmm |" in result.stdout  # printed to the console too
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = elbo_lab(
+        *SMOKE,
+        "objective=renyi",
+        "objective.alpha=0.5,1.0",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    statuses = sorted(r["status"] for r in records(sweep))
+    assert statuses == ["failed", "ok"]
+    assert "alpha must differ from 1" in (sweep / "comparison.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_report_is_rebuilt_from_records_alone(tmp_path):
+    sweep = tmp_path / "sweep"
+    assert elbo_lab(*SMOKE, f"hydra.sweep.dir={sweep}", cwd=tmp_path).returncode == 0
+    for name in ("comparison.md", "comparison.csv"):
+        (sweep / name).unlink()
+    (sweep / "99").mkdir()
+    (sweep / "99" / "record.json").write_text('{"truncated": ')  # a job killed mid-write
+    rebuilt = subprocess.run(
+        ["elbo-lab-report", str(sweep)], capture_output=True, text=True, check=False
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "| trace | normal | gmm |" in (sweep / "comparison.md").read_text()
+    assert (sweep / "comparison.csv").exists()
+
+
+def test_the_report_command_says_when_there_are_no_records(tmp_path):
+    result = subprocess.run(
+        ["elbo-lab-report", str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2 and "no run records" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_joblib_launcher_runs_two_jobs_in_parallel_processes(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = elbo_lab(*SMOKE, "hydra/launcher=parallel", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    done = records(sweep)
+    assert [r["status"] for r in done] == ["ok", "ok"]
+    cores = len(os.sched_getaffinity(0))
+    assert {r["torch_threads"] for r in done} == {max(1, cores // 2)}
+    assert (sweep / "comparison.md").exists()
+
+
+def test_a_single_run_without_sweeping(tmp_path):
+    run_dir = tmp_path / "run"
+    result = elbo_lab(*SMOKE, "hydra.mode=RUN", "steps=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run_dir / "record.json").read_text())["status"] == "ok"
+
+
+def test_an_unknown_config_option_lists_the_available_ones(tmp_path):
+    result = elbo_lab("objective=nope", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'objective/nope'" in result.stderr
+    assert "trace" in result.stderr and "renyi" in result.stderr
+
+
+@pytest.mark.parametrize("module", [False, True])
+def test_listing_the_components(tmp_path, module):
+    result = elbo_lab("list" if module else "--list", cwd=tmp_path, module=module)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "objectives:" in result.stdout and "guides:" in result.stdout and "models:" in result.stdout
+    )
+    assert "trace " in result.stdout
