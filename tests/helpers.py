@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import pyro
 import pyro.distributions as dist
+import torch
+from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 
 from pyro_elbo_lab.models import NormalNormal
 
@@ -20,3 +22,57 @@ def posterior_guide(model: NormalNormal, scale_factor: float = 1.0, shift: float
         )
 
     return guide
+
+
+def set_gaussian_guide(guide, loc: torch.Tensor, scale: torch.Tensor) -> None:
+    """Set an AutoNormal / AutoDiagonalNormal / AutoMultivariateNormal on a one-site model
+    to N(loc, diag(scale²)) (the guide must have been called once)."""
+    store = pyro.get_param_store()
+    prefix = type(guide).__name__
+    if isinstance(guide, AutoNormal):
+        store[f"{prefix}.locs.loc"] = loc.clone()
+        store[f"{prefix}.scales.loc"] = scale.clone()
+    else:
+        with torch.no_grad():
+            guide.loc.copy_(loc)
+        store[f"{prefix}.scale"] = scale.clone()
+        if isinstance(guide, AutoMultivariateNormal):
+            store[f"{prefix}.scale_tril"] = torch.eye(loc.shape[-1])
+    guide()  # PyroModule re-syncs with the store on access
+
+
+def guide_parameters(guide) -> list[torch.Tensor]:
+    """The guide's unconstrained leaf parameters, as the optimiser sees them."""
+    guide()
+    return list(guide.parameters())
+
+
+def gradient_draws(objective, model, guide, num_draws: int) -> torch.Tensor:
+    """``num_draws`` independent gradient estimates of the guide parameters, ``[M, P]``."""
+    params = guide_parameters(guide)
+    draws = []
+    for _ in range(num_draws):
+        loss = objective.differentiable_loss(model, guide)
+        draws.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]))
+    return torch.stack(draws)
+
+
+class LocalLatentModel:
+    r"""z_n ~ N(0, 1), x_n | z_n ~ N(z_n, 1): every latent local, so per-datapoint bounds
+    apply; exact p(x_n) = N(x_n; 0, 2) and p(z_n | x_n) = N(x_n / 2, 1/2)."""
+
+    def __init__(self, num_data: int = 12, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        self.data = torch.randn(num_data, generator=generator) * 2**0.5
+
+    def model(self, data, subsample_size=None):
+        with pyro.plate("data", data.shape[0], subsample_size=subsample_size) as index:
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("obs", dist.Normal(z, 1.0), obs=data[index])
+
+    def guide(self, data, subsample_size=None, scale_factor: float = 1.0):
+        with pyro.plate("data", data.shape[0], subsample_size=subsample_size) as index:
+            pyro.sample("z", dist.Normal(data[index] / 2, scale_factor * 0.5**0.5))
+
+    def exact_log_evidence(self) -> float:
+        return float(dist.Normal(0.0, 2**0.5).log_prob(self.data).sum())

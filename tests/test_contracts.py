@@ -16,13 +16,12 @@ import torch
 from pyro_elbo_lab.lab import run
 from pyro_elbo_lab.registry import guides, objectives
 
-#: Objectives that need a model with enumerated discrete latents are checked on one.
-NEEDS_ENUMERATION: dict[str, list[str]] = {}
-
 
 def _lab_overrides(kind: str, name: str) -> list[str]:
-    group_file = f"{kind}={name}"
-    return [group_file, "model=normal_normal", "steps=8"]
+    # Objectives that enumerate discrete latents are checked on a model that has some.
+    if kind == "objective" and objectives.get(name).trait("enumerates"):
+        return [f"{kind}={name}", "model=gmm", "model.assignment=enumerated", "steps=8"]
+    return [f"{kind}={name}", "model=normal_normal", "steps=8"]
 
 
 def _device_of_params() -> set[str]:

@@ -14,8 +14,7 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 def test_readme_component_table_matches_the_registry():
     assert component_table() in README, (
-        "README.md's component table is stale; replace it with the output of "
-        "pyro_elbo_lab.lab.listing.component_table()"
+        "README.md's component table is stale: python -m pyro_elbo_lab.lab.listing README.md"
     )
 
 

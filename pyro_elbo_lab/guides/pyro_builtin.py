@@ -97,7 +97,6 @@ def iaf(
     model: Callable[..., Any],
     hidden_dim: int | None = None,
     num_transforms: int = 1,
-    init_loc: InitLoc = "median",
 ) -> autoguide.AutoGuide:
     """Pyro's AutoIAFNormal: a Normal pushed through inverse autoregressive flows."""
     require_positive_int("guide.num_transforms", num_transforms)
@@ -107,7 +106,6 @@ def iaf(
         guide_target(model),
         hidden_dim=None if hidden_dim is None else [hidden_dim],
         num_transforms=num_transforms,
-        init_loc_fn=init_loc_fn(init_loc),
     )
 
 

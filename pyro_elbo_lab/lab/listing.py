@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import sys
+from pathlib import Path
+
 from pyro_elbo_lab.registry import REGISTRIES
+
+START, END = "<!-- components:start -->", "<!-- components:end -->"
 
 
 def component_listing() -> str:
@@ -24,3 +30,14 @@ def component_table() -> str:
             for c in registry
         ]
     return "\n".join(lines)
+
+
+def update_readme(path: Path) -> None:
+    """Rewrite the component table between the README's ``components`` markers."""
+    text = path.read_text()
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    path.write_text(pattern.sub(lambda _: f"{START}\n{component_table()}\n{END}", text))
+
+
+if __name__ == "__main__":  # python -m pyro_elbo_lab.lab.listing README.md
+    update_readme(Path(sys.argv[1]))

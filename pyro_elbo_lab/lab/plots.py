@@ -18,22 +18,14 @@ if TYPE_CHECKING:
     from pyro_elbo_lab.lab.report import Row
 
 
-def _label(row: Row, panel_keys: Sequence[str]) -> str:
-    return ", ".join(
-        f"{k.split('.')[-1] if k.endswith('.name') else k}={v}"
-        for k, v in row.settings.items()
-        if k not in panel_keys
-    )
-
-
 def plot_loss_curves(rows: Sequence[Row], path: Path) -> None:
     """One panel per (model, guide): each row's loss curve, mean over its finished seeds."""
     panel_keys = ("model.name", "guide.name")
     panels: dict[tuple, list[Row]] = defaultdict(list)
     for row in rows:
-        panels[tuple(row.settings.get(k) for k in panel_keys)].append(row)
+        panels[tuple(row.settings[k] for k in panel_keys)].append(row)
     figure, axes = plt.subplots(
-        1, len(panels), figsize=(6 * len(panels), 4), squeeze=False, constrained_layout=True
+        1, len(panels), figsize=(10 * len(panels), 4.5), squeeze=False, constrained_layout=True
     )
     for axis, (panel, panel_rows) in zip(axes[0], sorted(panels.items(), key=str), strict=True):
         tails = []
@@ -44,8 +36,9 @@ def plot_loss_curves(rows: Sequence[Row], path: Path) -> None:
             length = min(len(c["loss"]) for c in curves)
             steps = np.asarray(curves[0]["step"][:length])
             mean = np.mean([c["loss"][:length] for c in curves], axis=0)
-            axis.plot(steps, mean, label=_label(row, panel_keys))
-            tails.append(mean[length // 5 :])
+            axis.plot(steps, mean, label=row.label(("objective.name",)))
+            if length >= 5:
+                tails.append(mean[length // 5 :])
         if tails:
             # Early losses dwarf the rest: frame the curves after the first fifth of training.
             low = min(float(np.nanpercentile(t, 1)) for t in tails)
@@ -56,24 +49,24 @@ def plot_loss_curves(rows: Sequence[Row], path: Path) -> None:
         axis.set_title(f"model={panel[0]}, guide={panel[1]}")
         axis.set_xlabel("step")
         axis.set_ylabel("loss (objective's own scale)")
-        axis.legend(fontsize="small")
+        axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
 def plot_metrics(rows: Sequence[Row], metrics: Sequence[tuple[str, str, str]], path: Path) -> None:
-    """A bar panel per metric: mean over seeds with standard-error bars, per row."""
+    """A panel per metric: each row's mean over seeds with standard-error bars."""
     present = [m for m in metrics if any(row.values(m[0], m[2]) for row in rows)]
     if not present:
         return
     figure, axes = plt.subplots(
         1,
         len(present),
-        figsize=(4.5 * len(present), 4 + 0.15 * len(rows)),
+        figsize=(3.5 * len(present) + 3, 1.5 + 0.35 * len(rows)),
         squeeze=False,
+        sharey=True,
         constrained_layout=True,
     )
-    labels = [_label(row, ()) for row in rows]
     positions = np.arange(len(rows))
     for axis, (key, title, section) in zip(axes[0], present, strict=True):
         means, errors = [], []
@@ -83,14 +76,10 @@ def plot_metrics(rows: Sequence[Row], metrics: Sequence[tuple[str, str, str]], p
             errors.append(
                 float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
             )
-        axis.barh(positions, means, xerr=errors, color="tab:blue", alpha=0.7, capsize=3)
-        finite = [m for m in means if np.isfinite(m)]
-        if finite and key != "steps_per_second":
-            span = max(finite) - min(finite) or abs(max(finite)) or 1.0
-            axis.set_xlim(min(finite) - 0.5 * span, max(finite) + 0.5 * span)
-        axis.set_yticks(
-            positions, labels if axis is axes[0][0] else [""] * len(rows), fontsize="small"
-        )
+        axis.errorbar(means, positions, xerr=errors, fmt="o", capsize=3)
         axis.set_title(title)
+        axis.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(positions, [row.label() for row in rows], fontsize="small")
+    axes[0][0].invert_yaxis()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -31,12 +31,27 @@ METRICS: tuple[tuple[str, str, str], ...] = (
 IGNORED_KEYS = ("seed", "progress_bar", "num_threads")
 
 
+NAME_KEYS = ("objective.name", "guide.name", "model.name")
+
+
 @dataclass
 class Row:
-    """One configuration: its varying settings and the records of its seeds."""
+    """One configuration: its varying settings and the records of its seeds.
+
+    ``distinct`` holds its values of the settings that vary across the sweep (component
+    names aside, and leaving out settings it does not have); they label it.
+    """
 
     settings: dict[str, Any]
     records: list[dict[str, Any]] = field(default_factory=list)
+    distinct: dict[str, Any] = field(default_factory=dict)
+
+    def label(self, names: Sequence[str] = NAME_KEYS) -> str:
+        """``objective/guide/model (key=value, ...)`` with only the given name keys."""
+        text = "/".join(str(self.settings[key]) for key in names)
+        if self.distinct:
+            text += " (" + ", ".join(f"{k}={v}" for k, v in self.distinct.items()) + ")"
+        return text
 
     @property
     def objective(self) -> Any:
@@ -73,15 +88,20 @@ def group_records(records: Sequence[dict[str, Any]]) -> tuple[list[Row], list[st
         for r in records
     ]
     keys = sorted({key for flat in flats for key in flat})
-    names = ["objective.name", "guide.name", "model.name"]
-    varying = names + [
-        k for k in keys if k not in names and len({repr(flat.get(k)) for flat in flats}) > 1
+    varying = list(NAME_KEYS) + [
+        k for k in keys if k not in NAME_KEYS and len({repr(flat.get(k)) for flat in flats}) > 1
     ]
     rows: dict[tuple, Row] = {}
     for record, flat in zip(records, flats, strict=True):
         settings = {key: flat.get(key) for key in varying}
         key = tuple(repr(settings[k]) for k in varying)
         rows.setdefault(key, Row(settings)).records.append(record)
+    for row in rows.values():
+        row.distinct = {
+            key.split(".", 1)[1] if key.startswith("objective.") else key: value
+            for key, value in row.settings.items()
+            if key not in NAME_KEYS and value is not None
+        }
     return list(rows.values()), varying
 
 
@@ -116,18 +136,22 @@ def _difference(row: dict[Any, float], reference: dict[Any, float]) -> tuple[flo
     return mean_row - mean_ref, math.hypot(se_row, se_ref)
 
 
-def comparison_table(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows: settings, run counts, then each metric and its Δ to ``trace``.
+def comparison_table(
+    records: Sequence[dict[str, Any]],
+) -> tuple[list[str], list[list[Any]], list[Row]]:
+    """Header, lines and their rows: settings, run counts, each metric and its Δ to ``trace``.
 
-    Metric cells are ``(mean, standard error)`` pairs; the speed column is a ratio.
+    Metric cells are ``(mean, standard error)`` pairs; the speed column is a ratio. The
+    ``trace`` rows come first.
     """
     rows, varying = group_records(records)
+    rows.sort(key=lambda r: (r.objective != REFERENCE_OBJECTIVE, r.label()))
     present = [m for m in METRICS if any(r.values(m[0], m[2]) for r in rows)]
     header = [*varying, "runs ok/diverged/failed"]
     for key, title, _ in present:
         header += [title, "× trace" if key == "steps_per_second" else f"Δ {title}"]
     table = []
-    for row in sorted(rows, key=lambda r: [repr(r.settings[k]) for k in varying]):
+    for row in rows:
         counts = [sum(r["status"] == s for r in row.records) for s in ("ok", "diverged", "failed")]
         line: list[Any] = [row.settings[k] for k in varying]
         line.append("/".join(map(str, counts)))
@@ -143,7 +167,7 @@ def comparison_table(records: Sequence[dict[str, Any]]) -> tuple[list[str], list
             else:
                 line.append(_difference(values, reference_values))
         table.append(line)
-    return header, table
+    return header, table, rows
 
 
 def _cell(value: Any) -> str:
@@ -159,9 +183,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def to_markdown(header: list[str], table: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(v) for v in line) + " |" for line in table]
+def to_markdown(header: list[str], table: list[list[Any]], rows: Sequence[Row]) -> str:
+    """The table with the setting columns folded into one ``settings`` column."""
+    first_metric = header.index("runs ok/diverged/failed")
+    compact_header = ["objective", "guide", "model", "settings", *header[first_metric:]]
+    lines = ["| " + " | ".join(compact_header) + " |", "|" + "---|" * len(compact_header)]
+    for row, line in zip(rows, table, strict=True):
+        settings = ", ".join(f"{k}={v}" for k, v in row.distinct.items()) or "–"
+        names = [str(row.settings[key]) for key in NAME_KEYS]
+        cells = [*names, settings, *(_cell(v) for v in line[first_metric:])]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -198,7 +229,7 @@ def build_report(sweep_dir: str | Path, print_table: bool = True) -> str:
     records = list(read_records(sweep_dir))
     if not records:
         raise FileNotFoundError(f"no run records (record.json) under {sweep_dir}")
-    header, table = comparison_table(records)
+    header, table, rows = comparison_table(records)
     markdown = "\n".join(
         [
             f"# Comparison against `{REFERENCE_OBJECTIVE}` ({len(records)} runs)",
@@ -206,7 +237,7 @@ def build_report(sweep_dir: str | Path, print_table: bool = True) -> str:
             "Mean ± standard error over seeds; Δ is the seed-paired difference to the "
             f"`{REFERENCE_OBJECTIVE}` row with the same model, guide and optimiser.",
             "",
-            to_markdown(header, table),
+            to_markdown(header, table, rows),
         ]
     )
     failed = failures(records)
@@ -214,7 +245,6 @@ def build_report(sweep_dir: str | Path, print_table: bool = True) -> str:
         markdown += "\n\n## Runs that did not finish\n" + "\n".join(failed)
     (sweep_dir / "comparison.md").write_text(markdown + "\n")
     write_csv(header, table, sweep_dir / "comparison.csv")
-    rows, _ = group_records(records)
     plot_loss_curves(rows, sweep_dir / "loss_curves.png")
     plot_metrics(rows, [m for m in METRICS if m[0] != "final_loss"], sweep_dir / "metrics.png")
     if print_table:

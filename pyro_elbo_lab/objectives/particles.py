@@ -60,6 +60,8 @@ class LogWeights:
     global_latent_sites: tuple[str, ...]
     model_trace: poutine.Trace
     guide_trace: poutine.Trace
+    #: the guide trace with its subsample sites, to replay the same minibatch
+    replay_trace: poutine.Trace
 
     @property
     def log_weights(self) -> torch.Tensor:
@@ -139,20 +141,25 @@ def sample_log_weights(
     model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(
         *args, **kwargs
     )
-    if is_validation_enabled():
-        check_model_guide_match(model_trace, guide_trace, max_plate_nesting + 1)
     latent_guide_trace = prune_subsample_sites(guide_trace)
-    model_trace = prune_subsample_sites(model_trace)
+    full_model_trace, model_trace = model_trace, prune_subsample_sites(model_trace)
+    _check_latents(model_trace, latent_guide_trace, require_reparam)
+    if is_validation_enabled():
+        check_model_guide_match(full_model_trace, guide_trace, max_plate_nesting + 1)
     model_trace.compute_log_prob()
     latent_guide_trace.compute_log_prob()
-    _check_sites(model_trace, latent_guide_trace, max_plate_nesting, require_reparam)
+    if is_validation_enabled():
+        for trace in (model_trace, latent_guide_trace):
+            for site in trace.nodes.values():
+                if site["type"] == "sample":
+                    check_site_shape(site, max_plate_nesting + 1)
 
     stopped_trace = None
     if stop_guide_params:
         stopped_trace = _replay_with_stopped_params(guide, guide_trace, plate, args, kwargs)
         stopped_trace.compute_log_prob()
 
-    reduce = _Reducer(num_particles, max_plate_nesting, data_plate)
+    reduce = SiteReducer(num_particles, max_plate_nesting, data_plate)
     local_scale = reduce.local_scale(model_trace)
     return LogWeights(
         log_p=reduce.total(model_trace),
@@ -165,6 +172,7 @@ def sample_log_weights(
         global_latent_sites=reduce.global_latents(latent_guide_trace),
         model_trace=model_trace,
         guide_trace=latent_guide_trace,
+        replay_trace=guide_trace,
     )
 
 
@@ -174,9 +182,14 @@ def model_log_density_at_stopped_latents(
     args: tuple,
     kwargs: dict,
     max_plate_nesting: int,
-) -> torch.Tensor:
-    """:math:`\\log p_\\theta(x, \\bar z_k)`, shape ``[K]``: model gradients, no path to φ."""
-    detached = weights.guide_trace.copy()
+    data_plate: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    r""":math:`\log p_\theta(x, \bar z_k)`: model gradients with no path to φ.
+
+    Returns the per-particle total ``[K]`` and, given ``data_plate``, the unscaled
+    per-datapoint part ``[K, N]`` (as in :class:`LogWeights`).
+    """
+    detached = weights.replay_trace.copy()
     for site in detached.nodes.values():
         if site["type"] == "sample":
             site["value"] = site["value"].detach()
@@ -184,7 +197,8 @@ def model_log_density_at_stopped_latents(
     trace = poutine.trace(poutine.replay(plate(model), trace=detached)).get_trace(*args, **kwargs)
     trace = prune_subsample_sites(trace)
     trace.compute_log_prob()
-    return _Reducer(weights.num_particles, max_plate_nesting, None).total(trace)
+    reduce = SiteReducer(weights.num_particles, max_plate_nesting, data_plate)
+    return reduce.total(trace), reduce.local(trace)
 
 
 def model_has_params(weights: LogWeights) -> bool:
@@ -202,15 +216,13 @@ def stopped_parameters(guide: Callable[..., Any]) -> Iterator[Callable[..., Any]
     they differ, so they must be the very same tensor; plain ``nn.Parameter`` attributes
     (e.g. ``AutoDiagonalNormal.loc``) are reached only through the module.
     """
-    store = pyro.get_param_store()
-    state = store.get_state()
+    # ParamStore.get_state()/scope() strip the ``unconstrained`` weakrefs that SVI reads
+    # from param sites already traced this step, so swap the stored values in place.
+    stored = pyro.get_param_store()._params
+    live = dict(stored)
     stopped = {
         id(value): torch.nn.Parameter(value.detach(), requires_grad=False)
-        for value in state["params"].values()
-    }
-    stopped_state = {
-        "params": {name: stopped[id(value)] for name, value in state["params"].items()},
-        "constraints": dict(state["constraints"]),
+        for value in live.values()
     }
     run = guide
     if isinstance(guide, torch.nn.Module):
@@ -222,8 +234,11 @@ def stopped_parameters(guide: Callable[..., Any]) -> Iterator[Callable[..., Any]
         def run(*args: Any, **kwargs: Any) -> Any:
             return torch.func.functional_call(guide, module_params, args, kwargs, strict=False)
 
-    with store.scope(stopped_state):
+    stored.update({name: stopped[id(value)] for name, value in live.items()})
+    try:
         yield run
+    finally:
+        stored.update(live)
 
 
 def _replay_with_stopped_params(
@@ -234,39 +249,36 @@ def _replay_with_stopped_params(
     kwargs: dict,
 ) -> poutine.Trace:
     """Re-run the guide on the same draws (subsample indices included), parameters stopped."""
+    # The stopped copies must stay invisible to outer handlers (SVI collects the
+    # parameters it optimises from param sites): hide this pass's param statements.
     with stopped_parameters(guide) as stopped_guide:
-        trace = poutine.trace(poutine.replay(plate(stopped_guide), trace=guide_trace)).get_trace(
+        replayed = poutine.replay(plate(stopped_guide), trace=guide_trace)
+        trace = poutine.trace(poutine.block(replayed, hide_types=["param"])).get_trace(
             *args, **kwargs
         )
     return prune_subsample_sites(trace)
 
 
-def _check_sites(
-    model_trace: poutine.Trace,
-    guide_trace: poutine.Trace,
-    max_plate_nesting: int,
-    require_reparam: bool,
+def _check_latents(
+    model_trace: poutine.Trace, guide_trace: poutine.Trace, require_reparam: bool
 ) -> None:
+    """Enumerated, unguided or (when required) non-reparameterised latents fail here."""
     for trace in (model_trace, guide_trace):
         for name, site in trace.nodes.items():
-            if site["type"] != "sample":
-                continue
-            if site["infer"].get("enumerate"):
+            if site["type"] == "sample" and site["infer"].get("enumerate"):
                 raise ConfigError(
                     f"site '{name}' is marked for enumeration, which this objective does not do; "
                     "use objective=trace_enum, or a model form that marginalises it "
                     "(e.g. model.assignment=marginalized)"
                 )
-            if is_validation_enabled():
-                check_site_shape(site, max_plate_nesting + 1)
-    if require_reparam:
-        require_reparameterized(guide_trace)
     for name, site in model_trace.nodes.items():
         if site["type"] == "sample" and not site["is_observed"] and name not in guide_trace:
             raise ConfigError(
                 f"model latent '{name}' is not sampled by the guide; a discrete latent must be "
                 "enumerated (objective=trace_enum) or marginalised in the model"
             )
+    if require_reparam:
+        require_reparameterized(guide_trace)
 
 
 def require_reparameterized(guide_trace: poutine.Trace, objective: str = "this objective") -> None:
@@ -282,8 +294,11 @@ def require_reparameterized(guide_trace: poutine.Trace, objective: str = "this o
             )
 
 
-class _Reducer:
-    """Sums site log densities down to ``[K]`` (particles) or ``[K, N]`` (datapoints)."""
+class SiteReducer:
+    """Sums site log densities down to ``[K]`` (particles) or ``[K, N]`` (datapoints).
+
+    Site tensors carry the model's plate dims with the particle plate left of them.
+    """
 
     def __init__(self, num_particles: int, max_plate_nesting: int, data_plate: str | None):
         self.num_particles = num_particles
@@ -308,15 +323,16 @@ class _Reducer:
             raise ConfigError("enumerated sites are not supported by this objective")
         return log_prob.reshape((1,) * (self.batch_dims - log_prob.dim()) + log_prob.shape)
 
+    def per_particle(self, log_prob: torch.Tensor) -> torch.Tensor:
+        """Sum a site's log density (or KL) over every dim but the particles': ``[K]``."""
+        log_prob = self._full_batch(log_prob)
+        return log_prob.reshape(log_prob.shape[0], -1).sum(-1).expand(self.num_particles)
+
     def total(self, trace: poutine.Trace) -> torch.Tensor:
-        total = None
-        for _, site in self._sites(trace):
-            log_prob = self._full_batch(site["log_prob"])
-            per_particle = log_prob.reshape(log_prob.shape[0], -1).sum(-1)
-            total = per_particle if total is None else total + per_particle
-        if total is None:
+        terms = [self.per_particle(site["log_prob"]) for _, site in self._sites(trace)]
+        if not terms:
             raise ConfigError("the traced program has no sample sites")
-        return total.expand(self.num_particles)
+        return torch.stack(terms).sum(0)
 
     def local(self, trace: poutine.Trace, observed_only: bool = False) -> torch.Tensor | None:
         local = None
@@ -372,7 +388,7 @@ def sample_observed_log_likelihood(
     )
     model_trace = prune_subsample_sites(model_trace)
     model_trace.compute_log_prob()
-    per_point = _Reducer(num_particles, max_plate_nesting, data_plate).local(
+    per_point = SiteReducer(num_particles, max_plate_nesting, data_plate).local(
         model_trace, observed_only=True
     )
     if per_point is None:
