@@ -12,9 +12,12 @@ from pyro_elbo_lab.evaluation.predictive import heldout_log_likelihood
 from pyro_elbo_lab.models.base import LatentVariableModel
 
 
-@dataclass(frozen=True)
+@dataclass
 class EvaluationSettings:
-    """Sample sizes of the evaluation (recorded with the metrics they produce)."""
+    """Sample sizes of the evaluation (recorded with the metrics they produce).
+
+    Also the ``evaluation`` node of the lab's typed config.
+    """
 
     elbo_particles: int = 1000
     iwae_particles: int = 100

@@ -37,15 +37,26 @@ def init_loc_fn(init_loc: str) -> Callable[..., Any]:
     return _INIT_LOC_FNS[init_loc]
 
 
+def gaussian_autoguide(
+    guide_class: type[autoguide.AutoGuide],
+    model: Callable[..., Any],
+    init_scale: float,
+    init_loc: str,
+    **options: Any,
+) -> autoguide.AutoGuide:
+    """Build one of Pyro's Gaussian autoguides after checking the shared options."""
+    require_positive_float("guide.init_scale", init_scale)
+    return guide_class(
+        guide_target(model), init_loc_fn=init_loc_fn(init_loc), init_scale=init_scale, **options
+    )
+
+
 @guides.register("normal")
 def normal(
     model: Callable[..., Any], init_scale: float = 0.1, init_loc: InitLoc = "median"
 ) -> autoguide.AutoGuide:
     """Pyro's AutoNormal: mean-field Normal per latent site, in unconstrained space."""
-    require_positive_float("guide.init_scale", init_scale)
-    return autoguide.AutoNormal(
-        guide_target(model), init_loc_fn=init_loc_fn(init_loc), init_scale=init_scale
-    )
+    return gaussian_autoguide(autoguide.AutoNormal, model, init_scale, init_loc)
 
 
 @guides.register("diagonal_normal")
@@ -53,16 +64,7 @@ def diagonal_normal(
     model: Callable[..., Any], init_scale: float = 0.1, init_loc: InitLoc = "median"
 ) -> autoguide.AutoGuide:
     """Pyro's AutoDiagonalNormal: one diagonal Normal over the joined latent vector."""
-    require_positive_float("guide.init_scale", init_scale)
-    return autoguide.AutoDiagonalNormal(
-        guide_target(model), init_loc_fn=init_loc_fn(init_loc), init_scale=init_scale
-    )
-
-
-@guides.register("delta", point_estimate=True)
-def delta(model: Callable[..., Any], init_loc: InitLoc = "median") -> autoguide.AutoGuide:
-    """Pyro's AutoDelta: a point estimate (MAP); its 'bounds' are not bounds on log p(x)."""
-    return autoguide.AutoDelta(guide_target(model), init_loc_fn=init_loc_fn(init_loc))
+    return gaussian_autoguide(autoguide.AutoDiagonalNormal, model, init_scale, init_loc)
 
 
 @guides.register("mvn")
@@ -70,10 +72,7 @@ def mvn(
     model: Callable[..., Any], init_scale: float = 0.1, init_loc: InitLoc = "median"
 ) -> autoguide.AutoGuide:
     """Pyro's AutoMultivariateNormal: full-covariance Normal over all latents."""
-    require_positive_float("guide.init_scale", init_scale)
-    return autoguide.AutoMultivariateNormal(
-        guide_target(model), init_loc_fn=init_loc_fn(init_loc), init_scale=init_scale
-    )
+    return gaussian_autoguide(autoguide.AutoMultivariateNormal, model, init_scale, init_loc)
 
 
 @guides.register("lowrank_mvn")
@@ -86,10 +85,15 @@ def lowrank_mvn(
     """Pyro's AutoLowRankMultivariateNormal: diagonal plus rank-r covariance."""
     if rank is not None:
         require_positive_int("guide.rank", rank)
-    require_positive_float("guide.init_scale", init_scale)
-    return autoguide.AutoLowRankMultivariateNormal(
-        guide_target(model), rank=rank, init_loc_fn=init_loc_fn(init_loc), init_scale=init_scale
+    return gaussian_autoguide(
+        autoguide.AutoLowRankMultivariateNormal, model, init_scale, init_loc, rank=rank
     )
+
+
+@guides.register("delta", point_estimate=True)
+def delta(model: Callable[..., Any], init_loc: InitLoc = "median") -> autoguide.AutoGuide:
+    """Pyro's AutoDelta: a point estimate (MAP); its 'bounds' are not bounds on log p(x)."""
+    return autoguide.AutoDelta(guide_target(model), init_loc_fn=init_loc_fn(init_loc))
 
 
 @guides.register("iaf")

@@ -13,17 +13,6 @@ from pyro_elbo_lab.evaluation import EvaluationSettings
 
 
 @dataclass
-class EvaluationConfig:
-    """Sample sizes of the post-fit evaluation; see :class:`EvaluationSettings`."""
-
-    elbo_particles: int = 1000
-    iwae_particles: int = 100
-    iwae_repeats: int = 20
-    heldout_particles: int = 1000
-    particle_batch: int = 1000
-
-
-@dataclass
 class LabConfig:
     """One run: ``model × guide × objective × optim × seed``.
 
@@ -41,7 +30,7 @@ class LabConfig:
     progress_bar: bool = True
     num_threads: int | None = None
     loss_history_points: int = 200
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
 
 
 def evaluation_settings(config: Any) -> EvaluationSettings:
