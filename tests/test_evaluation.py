@@ -68,11 +68,20 @@ def test_suite_reports_gaps_and_sample_sizes():
     assert math.isfinite(metrics["heldout_gap"])
     assert metrics["samples"] == {
         "elbo_particles": 500,
+        "cubo_particles": 500,
         "iwae_particles": 50,
         "iwae_repeats": 10,
         "heldout_particles": 500,
         "heldout_points": 30,
+        "posterior_samples": 1000,
+        "gradient_estimates": 0,
+        "ais_chains": 0,
+        "ais_temperatures": 0,
     }
+    # At the posterior the sandwich closes: CUBO too equals log p(x), and so does k̂'s case.
+    assert abs(metrics["cubo_gap"]) < 2e-3 and abs(metrics["kl_to_posterior"]) < 2e-3
+    assert metrics["posterior_error"]["loc"]["mean_error_max"] < 0.2
+    assert any("cubo from 500 samples" in warning for warning in metrics["warnings"])
 
 
 def test_settings_reject_non_positive_sample_sizes():

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
+
 from pyro_elbo_lab.errors import require_positive_int
-from pyro_elbo_lab.evaluation.bounds import estimate_elbo, estimate_iwae
+from pyro_elbo_lab.evaluation.ais import annealed_importance_sampling
+from pyro_elbo_lab.evaluation.bounds import draw_log_weights, estimate_iwae
+from pyro_elbo_lab.evaluation.diagnostics import CUBO_MIN_SAMPLES, cubo_from_log_weights, psis_khat
+from pyro_elbo_lab.evaluation.estimate import Estimate
+from pyro_elbo_lab.evaluation.gradients import gradient_statistics
+from pyro_elbo_lab.evaluation.posterior_error import guide_draws, standardized_errors
 from pyro_elbo_lab.evaluation.predictive import heldout_log_likelihood
 from pyro_elbo_lab.models.base import LatentVariableModel
 
@@ -16,30 +23,49 @@ from pyro_elbo_lab.models.base import LatentVariableModel
 class EvaluationSettings:
     """Sample sizes of the evaluation (recorded with the metrics they produce).
 
-    Also the ``evaluation`` node of the lab's typed config.
+    Also the ``evaluation`` node of the lab's typed config. ``iwae_ladder`` lists the K
+    of the IWAE bounds in the sandwich; ``gradient_estimates`` (gradient SNR) and
+    ``ais_temperatures`` (AIS) cost extra passes and are off at 0.
     """
 
     elbo_particles: int = 1000
     iwae_particles: int = 100
     iwae_repeats: int = 20
+    iwae_ladder: list[int] = field(default_factory=lambda: [1, 10])
     heldout_particles: int = 1000
+    posterior_samples: int = 1000
     particle_batch: int = 1000
+    gradient_estimates: int = 0
+    ais_temperatures: int = 0
+    ais_chains: int = 100
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            require_positive_int(f"evaluation.{name}", value)
+            if name == "iwae_ladder":
+                for k in value:
+                    require_positive_int("evaluation.iwae_ladder entries", k)
+            else:
+                minimum = 0 if name in ("gradient_estimates", "ais_temperatures") else 1
+                require_positive_int(f"evaluation.{name}", value, minimum=minimum)
 
 
 def evaluate_guide(
-    model: LatentVariableModel, guide: Callable[..., Any], settings: EvaluationSettings
+    model: LatentVariableModel,
+    guide: Callable[..., Any],
+    settings: EvaluationSettings,
+    objective: Any = None,
 ) -> dict[str, Any]:
     """Metrics of a fitted ``guide`` on ``model``'s training and held-out data.
 
-    Returns flat metrics (``elbo``, ``iwae``, ``heldout_loglik`` with ``*_se`` standard
-    errors; ``exact_log_evidence``, ``elbo_gap``, ``iwae_gap``, ``exact_heldout_loglik``,
-    ``heldout_gap`` where the model knows the truth) and ``samples``, the sample sizes.
-    Importance weights use :meth:`LatentVariableModel.marginal_model`, so models that
-    enumerate discrete latents in training are measured on the same continuous joint.
+    The bounds sandwich: ``elbo`` ≤ ``iwae`` (K = ``iwae_particles``; ``iwae_by_particles``
+    for the ladder) ≤ log p(x) ≤ ``cubo`` (χ² upper bound, biased low at small S), each
+    with ``*_se``; against the truth ``exact_log_evidence`` (or ``ais_log_evidence``)
+    with ``*_gap`` and ``kl_to_posterior`` = log p(x) − ELBO. Also ``psis_khat``,
+    ``heldout_loglik`` (global-latent models), ``posterior_error`` per site (against the
+    exact posterior or reference draws), ``gradient`` SNR/variance of ``objective`` per
+    parameter group, and ``samples``, every sample size used. Importance weights use
+    :meth:`LatentVariableModel.marginal_model`, so models that enumerate discrete
+    latents in training are measured on the same continuous joint.
     """
     target = model.marginal_model
     args = (model.train_data,)
@@ -47,7 +73,10 @@ def evaluate_guide(
         "max_plate_nesting": model.max_plate_nesting,
         "particle_batch": settings.particle_batch,
     }
-    elbo = estimate_elbo(target, guide, args, num_particles=settings.elbo_particles, **common)
+    log_weights = draw_log_weights(
+        target, guide, args, num_particles=settings.elbo_particles, **common
+    )
+    elbo = Estimate.from_draws(log_weights)
     iwae = estimate_iwae(
         target,
         guide,
@@ -56,39 +85,106 @@ def evaluate_guide(
         num_repeats=settings.iwae_repeats,
         **common,
     )
-    heldout = heldout_log_likelihood(
-        target,
-        guide,
-        model.train_data,
-        model.heldout_data,
-        num_particles=settings.heldout_particles,
-        data_plate=model.data_plate,
-        **common,
-    )
     metrics: dict[str, Any] = {
         "elbo": elbo.value,
         "elbo_se": elbo.std_error,
         "iwae": iwae.value,
         "iwae_se": iwae.std_error,
-        "heldout_loglik": heldout.value,
-        "heldout_loglik_se": heldout.std_error,
+        "iwae_by_particles": {
+            str(k): estimate_iwae(
+                target, guide, args, num_particles=k, num_repeats=settings.iwae_repeats, **common
+            ).value
+            for k in settings.iwae_ladder
+        },
+        "cubo": cubo_from_log_weights(log_weights),
+        "psis_khat": psis_khat(
+            target, guide, args, num_particles=settings.elbo_particles, **common
+        ),
     }
-    exact = model.exact_log_evidence()
-    if exact is not None:
-        metrics.update(
-            exact_log_evidence=exact, elbo_gap=elbo.value - exact, iwae_gap=iwae.value - exact
+    warnings = []
+    if settings.elbo_particles < CUBO_MIN_SAMPLES:
+        warnings.append(
+            f"cubo from {settings.elbo_particles} samples is likely biased low (below log p(x)); "
+            f"use evaluation.elbo_particles >= {CUBO_MIN_SAMPLES}"
         )
-    exact_predictive = model.exact_predictive_log_likelihood(model.heldout_data)
-    if exact_predictive is not None:
-        exact_heldout = float(exact_predictive.mean())
+    truth = model.exact_log_evidence()
+    if settings.ais_temperatures:
+        ais = annealed_importance_sampling(
+            target, guide, args, max_plate_nesting=model.max_plate_nesting,
+            num_chains=settings.ais_chains, num_temperatures=settings.ais_temperatures,
+        )  # fmt: skip
         metrics.update(
-            exact_heldout_loglik=exact_heldout, heldout_gap=heldout.value - exact_heldout
+            ais_log_evidence=ais.log_evidence,
+            ais_se=ais.std_error,
+            ais_ess=ais.effective_sample_size,
         )
+        metrics["ais_acceptance"] = ais.acceptance_rate
+        truth = ais.log_evidence if truth is None else truth
+    if truth is not None:
+        metrics[
+            "exact_log_evidence"
+            if model.exact_log_evidence() is not None
+            else "reference_log_evidence"
+        ] = truth
+        metrics.update(
+            elbo_gap=elbo.value - truth,
+            iwae_gap=iwae.value - truth,
+            cubo_gap=metrics["cubo"] - truth,
+            kl_to_posterior=truth - elbo.value,
+        )
+    metrics.update(_heldout(model, target, guide, settings, common))
+    errors = _posterior_error(model, target, guide, args, settings)
+    if errors:
+        metrics["posterior_error"] = errors
+    if objective is not None and settings.gradient_estimates:
+        metrics["gradient"] = gradient_statistics(
+            objective, model, guide, args, settings.gradient_estimates
+        )
+    metrics["warnings"] = warnings
     metrics["samples"] = {
         "elbo_particles": settings.elbo_particles,
+        "cubo_particles": settings.elbo_particles,
         "iwae_particles": settings.iwae_particles,
         "iwae_repeats": settings.iwae_repeats,
         "heldout_particles": settings.heldout_particles,
         "heldout_points": int(model.heldout_data.shape[0]),
+        "posterior_samples": settings.posterior_samples,
+        "gradient_estimates": settings.gradient_estimates,
+        "ais_chains": settings.ais_chains if settings.ais_temperatures else 0,
+        "ais_temperatures": settings.ais_temperatures,
     }
     return metrics
+
+
+def _heldout(model, target, guide, settings, common) -> dict[str, float]:
+    metrics = {}
+    if model.heldout_data.shape[0] and not model.has_local_latents:
+        heldout = heldout_log_likelihood(
+            target, guide, model.train_data, model.heldout_data,
+            num_particles=settings.heldout_particles, data_plate=model.data_plate, **common,
+        )  # fmt: skip
+        metrics.update(heldout_loglik=heldout.value, heldout_loglik_se=heldout.std_error)
+    exact = (
+        model.exact_predictive_log_likelihood(model.heldout_data)
+        if model.heldout_data.shape[0]
+        else None
+    )
+    if exact is not None:
+        metrics["exact_heldout_loglik"] = float(exact.mean())
+        if "heldout_loglik" in metrics:
+            metrics["heldout_gap"] = metrics["heldout_loglik"] - metrics["exact_heldout_loglik"]
+    return metrics
+
+
+def _posterior_error(model, target, guide, args, settings) -> dict[str, dict[str, float]]:
+    reference = model.reference_posterior_draws()
+    if reference is None:
+        exact = model.exact_posterior()
+        if exact is None:
+            return {}
+        with torch.no_grad():
+            reference = {name: d.sample((settings.posterior_samples,)) for name, d in exact.items()}
+    draws = guide_draws(
+        target, guide, args, list(reference), settings.posterior_samples, model.max_plate_nesting
+    )
+    return standardized_errors(draws, reference)

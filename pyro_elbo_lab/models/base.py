@@ -30,6 +30,9 @@ class LatentVariableModel(abc.ABC):
 
     data_plate: ClassVar[str] = "data"
     max_plate_nesting: ClassVar[int] = 1
+    #: Whether latents live inside the data plate (one per point): held-out points then
+    #: need their own inference, so guide-based held-out likelihood does not apply.
+    has_local_latents: ClassVar[bool] = False
     #: Sites that the model marginalises by enumeration (guides must not sample them).
     enumerated_sites: tuple[str, ...] = ()
 
@@ -37,7 +40,7 @@ class LatentVariableModel(abc.ABC):
         self, *, num_train: int, num_heldout: int, seed: int, device: str | torch.device = "cpu"
     ) -> None:
         require_positive_int("model.num_train", num_train)
-        require_positive_int("model.num_heldout", num_heldout)
+        require_positive_int("model.num_heldout", num_heldout, minimum=0)
         self.device = resolve_device(device)
         self.seed = seed
         generator = torch.Generator().manual_seed(seed)
@@ -98,6 +101,10 @@ class LatentVariableModel(abc.ABC):
 
     def exact_predictive_log_likelihood(self, data: torch.Tensor) -> torch.Tensor | None:
         """log p(x_new | training data) for each row of ``data``, where known."""
+        return None
+
+    def reference_posterior_draws(self) -> dict[str, torch.Tensor] | None:
+        """Draws from p(z | training data) (e.g. long MCMC runs), per site, where available."""
         return None
 
     def _accept_data(self, what: str, data: torch.Tensor) -> torch.Tensor:

@@ -125,6 +125,7 @@ def sample_log_weights(
     stop_guide_params: bool = False,
     require_reparam: bool = False,
     data_plate: str | None = None,
+    guide_values: poutine.Trace | None = None,
 ) -> LogWeights:
     """Draw ``num_particles`` particles from ``guide`` and weigh them under ``model``.
 
@@ -135,9 +136,15 @@ def sample_log_weights(
     :param require_reparam: raise :class:`ConfigError` when a guide site cannot be
         reparameterised (the objective's gradient would silently lose its score term).
     :param data_plate: name of the model's data plate, for per-datapoint weights.
+    :param guide_values: a trace of particle-batched guide sites to use instead of fresh
+        draws (replayed outside the particle plate, so sites still broadcast), e.g. the
+        states of MCMC chains; sites it lacks are drawn or computed as usual.
     """
     plate = particle_plate(num_particles, max_plate_nesting)
-    guide_trace = poutine.trace(plate(guide)).get_trace(*args, **kwargs)
+    plated_guide = plate(guide)
+    if guide_values is not None:
+        plated_guide = poutine.replay(plated_guide, trace=guide_values)
+    guide_trace = poutine.trace(plated_guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(
         *args, **kwargs
     )
