@@ -1,4 +1,4 @@
-"""Each model's ground truth against an independent computation (quadrature, marginals, brute force)."""
+"""Each model's ground truth against an independent computation."""
 
 from __future__ import annotations
 
@@ -151,5 +151,5 @@ def test_eight_schools_posterior_error_detects_the_prior():
 
 
 def test_eight_schools_reference_path_errors_name_the_fix(tmp_path):
-    with pytest.raises(ConfigError, match="set model.reference_path"):
+    with pytest.raises(ConfigError, match=r"set model.reference_path"):
         EightSchools(reference_path=str(tmp_path / "missing.zip")).reference_posterior_draws()
