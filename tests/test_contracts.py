@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pyro_elbo_lab.lab import run
-from pyro_elbo_lab.registry import guides, objectives
+from pyro_elbo_lab.registry import guides, models, objectives
 
 
 def _lab_overrides(kind: str, name: str) -> list[str]:
@@ -63,3 +63,27 @@ def test_objective_runs_on_cuda(name, compose_config):
     record = run(compose_config(*_lab_overrides("objective", name), "device=cuda"))
     assert record["status"] == "ok", record["message"]
     assert _device_of_params() == {"cuda"}
+
+
+def _valid_pairs() -> list[tuple[str, str]]:
+    pairs = []
+    for objective in objectives.names():
+        if objectives.get(objective).trait("enumerates"):
+            continue  # needs enumerated latents: checked on the enumerated GMM above
+        pairs += [(objective, model) for model in models.names()]
+    return pairs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("objective", "model"), _valid_pairs())
+def test_every_objective_trains_every_model_and_bounds_sit_below_the_truth(
+    objective, model, compose_config
+):
+    record = run(compose_config(f"objective={objective}", f"model={model}", "steps=5"))
+    assert record["status"] == "ok", record["message"]
+    metrics = record["metrics"]
+    truth = metrics.get("exact_log_evidence")
+    if truth is not None:
+        # E[ELBO] <= E[IWAE_K] <= log p(x) for any guide: beyond 4 standard errors is a bug.
+        assert metrics["elbo"] - 4 * metrics["elbo_se"] <= truth
+        assert metrics["iwae"] - 4 * metrics["iwae_se"] <= truth

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from pyro.infer import Trace_ELBO
@@ -89,3 +90,27 @@ def test_the_laplace_guide_is_evaluated_through_its_gaussian(compose_config):
     assert record["metrics"]["bounds_valid"] is False
     # The Laplace Gaussian of a Gaussian posterior is exact once the MAP is found.
     assert abs(record["metrics"]["iwae_gap"]) < 0.5
+
+
+def test_ais_gives_the_reference_evidence_where_no_closed_form_exists(compose_config):
+    config = compose_config(
+        "model=factor_analysis",
+        "model.loadings=learned",
+        "model.num_train=20",
+        "evaluation.ais_temperatures=10",
+        "evaluation.ais_chains=20",
+        "evaluation.gradient_estimates=3",
+        "evaluation.elbo_particles=200",  # PSIS needs >= 10 tail weights
+    )
+    metrics = run(config)["metrics"]
+    assert "exact_log_evidence" not in metrics
+    for key in ("reference_log_evidence", "ais_se", "elbo_gap", "kl_to_posterior", "psis_khat"):
+        assert math.isfinite(metrics[key]), key
+    assert metrics["samples"]["ais_temperatures"] == 10
+    assert "heldout_loglik" not in metrics  # local latents: no guide for held-out points
+    assert set(metrics["gradient"]) == {"guide"}
+
+
+def test_eight_schools_runs_through_the_lab_with_its_reference_posterior(compose_config):
+    metrics = run(compose_config("model=eight_schools", "steps=20"))["metrics"]
+    assert set(metrics["posterior_error"]) == {"mu", "tau", "theta"}

@@ -76,6 +76,7 @@ def run(
                 components.model,
                 _evaluation_guide(components),
                 evaluation_settings(config.evaluation),
+                objective=components.objective,
             )
             record["metrics"]["bounds_valid"] = not components.guide_entry.trait("point_estimate")
             record["evaluation_time_s"] = time.perf_counter() - start

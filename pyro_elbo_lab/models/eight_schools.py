@@ -64,7 +64,7 @@ class EightSchools(LatentVariableModel):
         tau = pyro.sample("tau", dist.HalfCauchy(zero + 5.0))
         with pyro.plate(self.data_plate, data.shape[0]):
             theta_trans = pyro.sample("theta_trans", dist.Normal(zero, 1.0))
-            theta = pyro.deterministic("theta", mu.unsqueeze(-1) + tau.unsqueeze(-1) * theta_trans)
+            theta = pyro.deterministic("theta", mu + tau * theta_trans)
             pyro.sample("obs", dist.Normal(theta, sigma), obs=effect)
 
     def reference_posterior_draws(self) -> dict[str, torch.Tensor]:

@@ -75,7 +75,7 @@ class BayesianLinearRegression(LatentVariableModel):
         zeros = torch.zeros(self.num_covariates, device=self.device)
         scale = (variance * self.v0).sqrt().unsqueeze(-1)
         coefficients = pyro.sample("coefficients", dist.Normal(zeros, scale).to_event(1))
-        mean = (covariates * coefficients.unsqueeze(-2)).sum(-1)
+        mean = (covariates * coefficients).sum(-1)  # [particles..., N]
         with pyro.plate(self.data_plate, data.shape[0]):
             pyro.sample("obs", dist.Normal(mean, variance.sqrt()), obs=response)
 
