@@ -24,6 +24,9 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("elbo", "ELBO", "metrics"),
     ("iwae", "IWAE-K", "metrics"),
     ("elbo_gap", "ELBO − log p(x)", "metrics"),
+    ("cubo_gap", "CUBO − log p(x)", "metrics"),
+    ("kl_to_posterior", "KL(q‖p)", "metrics"),
+    ("psis_khat", "PSIS k̂", "metrics"),
     ("heldout_loglik", "held-out LL/pt", "metrics"),
     ("final_loss", "final loss", "fit"),
     ("steps_per_second", "steps/s", "fit"),
@@ -240,6 +243,12 @@ def build_report(sweep_dir: str | Path, print_table: bool = True) -> str:
             to_markdown(header, table, rows),
         ]
     )
+    if any("psis_khat" in r.get("metrics", {}) for r in records):
+        markdown += (
+            "\n\nPSIS k̂ > 0.7 says importance sampling with the guide is unreliable; a small "
+            "k̂ does not prove the guide covers the posterior: a mode the guide never samples "
+            "leaves no trace in its weights."
+        )
     failed = failures(records)
     if failed:
         markdown += "\n\n## Runs that did not finish\n" + "\n".join(failed)
