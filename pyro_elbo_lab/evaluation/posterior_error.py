@@ -38,7 +38,8 @@ def guide_draws(
 
 
 def _per_draw(value: torch.Tensor, num_samples: int) -> torch.Tensor:
-    return value.expand((num_samples, *value.shape[1:])).reshape(num_samples, -1)
+    # Point-estimate guides hand back their parameters themselves: detach.
+    return value.detach().expand((num_samples, *value.shape[1:])).reshape(num_samples, -1)
 
 
 def standardized_errors(
