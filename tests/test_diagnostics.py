@@ -139,3 +139,38 @@ def test_gradient_statistics_report_model_parameters_as_their_own_group():
     guide = AutoNormal(model)
     statistics = gradient_statistics(Trace_ELBO(), model, guide, (data,), 10)
     assert set(statistics) == {"guide", "model"} and statistics["model"]["coordinates"] == 1
+
+
+def test_gaussian_kl_is_exact_for_autonormal_on_the_normal_model():
+    from torch.distributions import kl_divergence
+
+    from pyro_elbo_lab.evaluation.posterior_error import gaussian_kl
+
+    pyro.clear_param_store()
+    guide = AutoNormal(MODEL)
+    guide()
+    base = MODEL.exact_posterior()["loc"].base_dist
+    set_gaussian_guide(guide, base.loc + 0.1, base.scale * 1.5)
+    expected = float(kl_divergence(dist.Normal(base.loc + 0.1, base.scale * 1.5), base).sum())
+    assert gaussian_kl(guide, (), MODEL.exact_posterior())["loc"] == pytest.approx(
+        expected, rel=1e-5
+    )
+    set_gaussian_guide(guide, base.loc, base.scale)
+    assert gaussian_kl(guide, (), MODEL.exact_posterior())["loc"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gaussian_kl_covers_per_point_multivariate_posteriors():
+    from pyro_elbo_lab.evaluation.posterior_error import gaussian_kl
+    from pyro_elbo_lab.models import FactorAnalysis
+
+    model = FactorAnalysis(num_train=10)
+    exact = model.exact_posterior()
+    posterior = exact["ability"]
+
+    def guide(data=None):
+        with pyro.plate("data", 10):
+            pyro.sample("ability", dist.Normal(posterior.mean, 2 * posterior.stddev).to_event(1))
+
+    # One factor: per point KL(N(m, 4v) || N(m, v)) = (4 - 1 - log 4) / 2, ten points.
+    expected = 10 * (4 - 1 - math.log(4)) / 2
+    assert gaussian_kl(guide, (), exact)["ability"] == pytest.approx(expected, rel=1e-4)

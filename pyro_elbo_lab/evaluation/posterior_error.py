@@ -4,7 +4,8 @@ For each latent coordinate i with reference mean :math:`m_i` and sd :math:`s_i`,
 guide draws with mean :math:`\hat m_i` and sd :math:`\hat s_i`:
 standardised mean error :math:`(\hat m_i - m_i)/s_i` and sd error
 :math:`\hat s_i / s_i - 1`, reported per site as the largest absolute value and the
-root mean square over its coordinates.
+root mean square over its coordinates. Where guide and posterior are both Gaussian,
+:func:`gaussian_kl` gives KL(q ‖ p) per site exactly.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pyro.distributions as dist
 import torch
+from pyro import poutine
+from torch.distributions import constraints, kl_divergence
 
 from pyro_elbo_lab.objectives.particles import sample_log_weights
 
@@ -60,3 +64,48 @@ def standardized_errors(
             "sd_error_rms": float(sd_error.pow(2).mean().sqrt()),
         }
     return errors
+
+
+def gaussian_kl(
+    guide: Callable[..., Any], args: tuple, exact: dict[str, dist.Distribution]
+) -> dict[str, float]:
+    """Exact KL(q(z_s) ‖ p(z_s | x)) for sites where both are Gaussian on the real line.
+
+    The guide's distribution of a site is read from one trace: the site's own
+    distribution, or for autoguides that emit a Delta, the Normal of the auxiliary
+    ``{site}_unconstrained`` latent (the same variable when the support is real).
+    """
+    with torch.no_grad():
+        trace = poutine.trace(guide).get_trace(*args)
+    divergences = {}
+    for name, posterior in exact.items():
+        if _unwrap(posterior.support) is not constraints.real:
+            continue
+        site = trace.nodes.get(name)
+        if site is not None and isinstance(site["fn"], dist.Delta):
+            site = trace.nodes.get(f"{name}_unconstrained")
+        if site is None:
+            continue
+        q, p = _as_multivariate(site["fn"]), _as_multivariate(posterior)
+        if q is None or p is None or q.event_shape != p.event_shape:
+            continue
+        divergences[name] = float(kl_divergence(q, p).sum().detach())
+    return divergences
+
+
+def _unwrap(constraint: constraints.Constraint) -> constraints.Constraint:
+    while isinstance(constraint, constraints.independent):
+        constraint = constraint.base_constraint
+    return constraint
+
+
+def _as_multivariate(distribution: dist.Distribution) -> dist.MultivariateNormal | None:
+    base, event_dims = distribution, 0
+    while isinstance(base, dist.Independent):
+        event_dims += base.reinterpreted_batch_ndims
+        base = base.base_dist
+    if isinstance(base, dist.MultivariateNormal) and event_dims == 0:
+        return base
+    if isinstance(base, dist.Normal) and event_dims == 1:
+        return dist.MultivariateNormal(base.loc, scale_tril=torch.diag_embed(base.scale))
+    return None

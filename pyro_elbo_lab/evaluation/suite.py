@@ -14,7 +14,7 @@ from pyro_elbo_lab.evaluation.bounds import draw_log_weights, estimate_iwae
 from pyro_elbo_lab.evaluation.diagnostics import CUBO_MIN_SAMPLES, cubo_from_log_weights, psis_khat
 from pyro_elbo_lab.evaluation.estimate import Estimate
 from pyro_elbo_lab.evaluation.gradients import gradient_statistics
-from pyro_elbo_lab.evaluation.posterior_error import guide_draws, standardized_errors
+from pyro_elbo_lab.evaluation.posterior_error import gaussian_kl, guide_draws, standardized_errors
 from pyro_elbo_lab.evaluation.predictive import heldout_log_likelihood
 from pyro_elbo_lab.models.base import LatentVariableModel
 
@@ -62,7 +62,8 @@ def evaluate_guide(
     with ``*_se``; against the truth ``exact_log_evidence`` (or ``ais_log_evidence``)
     with ``*_gap`` and ``kl_to_posterior`` = log p(x) − ELBO. Also ``psis_khat``,
     ``heldout_loglik`` (global-latent models), ``posterior_error`` per site (against the
-    exact posterior or reference draws), ``gradient`` SNR/variance of ``objective`` per
+    exact posterior or reference draws) and ``gaussian_kl`` per site where both are
+    Gaussian, ``gradient`` SNR/variance of ``objective`` per
     parameter group, and ``samples``, every sample size used. Importance weights use
     :meth:`LatentVariableModel.marginal_model`, so models that enumerate discrete
     latents in training are measured on the same continuous joint.
@@ -136,6 +137,9 @@ def evaluate_guide(
     errors = _posterior_error(model, target, guide, args, settings)
     if errors:
         metrics["posterior_error"] = errors
+    exact_posterior = model.exact_posterior()
+    if exact_posterior is not None:
+        metrics["gaussian_kl"] = gaussian_kl(guide, args, exact_posterior)
     if objective is not None and settings.gradient_estimates:
         metrics["gradient"] = gradient_statistics(
             objective, model, guide, args, settings.gradient_estimates
