@@ -80,6 +80,7 @@ def test_suite_reports_gaps_and_sample_sizes():
     }
     # At the posterior the sandwich closes: CUBO too equals log p(x), and so does k̂'s case.
     assert abs(metrics["cubo_gap"]) < 2e-3 and abs(metrics["kl_to_posterior"]) < 2e-3
+    assert all(abs(gap) < 2e-3 for gap in metrics["iwae_by_particles_gap"].values())
     assert metrics["posterior_error"]["loc"]["mean_error_max"] < 0.2
     assert any("cubo from 500 samples" in warning for warning in metrics["warnings"])
 

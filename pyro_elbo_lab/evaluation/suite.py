@@ -133,6 +133,9 @@ def evaluate_guide(
             cubo_gap=metrics["cubo"] - truth,
             kl_to_posterior=truth - elbo.value,
         )
+        metrics["iwae_by_particles_gap"] = {
+            k: value - truth for k, value in metrics["iwae_by_particles"].items()
+        }
     metrics.update(_heldout(model, target, guide, settings, common))
     errors = _posterior_error(model, target, guide, args, settings)
     if errors:
