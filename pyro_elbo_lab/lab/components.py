@@ -31,7 +31,6 @@ class Components:
     model_entry: Component
     guide_entry: Component
     objective_entry: Component
-    optim_name: str
 
 
 def _params(node: Any, group: str) -> tuple[str, dict[str, Any]]:
@@ -65,7 +64,7 @@ def build_components(config: Any) -> Components:
         objective_params["max_plate_nesting"] = model.max_plate_nesting
     objective = objectives.build(objective_name, **objective_params)
     guide = guides.build(guide_name, model, **guide_params)
-    optim_name, optim = _build_optim(config.optim)
+    optim = _build_optim(config.optim)
     components = Components(
         model=model,
         guide=guide,
@@ -75,7 +74,6 @@ def build_components(config: Any) -> Components:
         model_entry=model_entry,
         guide_entry=guide_entry,
         objective_entry=objective_entry,
-        optim_name=optim_name,
     )
     check_compatible(components)
     return components
@@ -85,7 +83,7 @@ def _parameter_names(entry: Component) -> set[str]:
     return set(inspect.signature(entry.factory).parameters)
 
 
-def _build_optim(node: Any) -> tuple[str, pyro.optim.PyroOptim]:
+def _build_optim(node: Any) -> pyro.optim.PyroOptim:
     settings = OmegaConf.to_container(node, resolve=True)
     require(
         isinstance(settings, dict) and "_target_" in settings and "name" in settings,
@@ -106,7 +104,7 @@ def _build_optim(node: Any) -> tuple[str, pyro.optim.PyroOptim]:
         isinstance(optim, pyro.optim.PyroOptim),
         f"optim '{name}' must build a pyro.optim optimiser, got {type(optim).__name__}",
     )
-    return name, optim
+    return optim
 
 
 def check_compatible(components: Components) -> None:
