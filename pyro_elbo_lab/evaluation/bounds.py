@@ -13,13 +13,13 @@ and :math:`\mathcal L_K` increases with K towards :math:`\log p(x)` (Burda et al
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from pyro_elbo_lab.evaluation.estimate import Estimate
+from pyro_elbo_lab.objectives.base import log_mean_exp
 from pyro_elbo_lab.objectives.particles import sample_log_weights
 
 
@@ -86,4 +86,4 @@ def estimate_iwae(
         max_plate_nesting=max_plate_nesting,
         particle_batch=particle_batch,
     ).reshape(num_repeats, num_particles)
-    return Estimate.from_draws(log_weights.logsumexp(-1) - math.log(num_particles))
+    return Estimate.from_draws(log_mean_exp(log_weights, -1))

@@ -14,7 +14,6 @@ never sampled there cannot reveal it.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -22,14 +21,15 @@ from typing import Any
 import torch
 from pyro.infer.importance import psis_diagnostic
 
+from pyro_elbo_lab.objectives.base import log_mean_exp
+
 #: Below this many samples the CUBO estimate is flagged as likely biased low.
 CUBO_MIN_SAMPLES = 10_000
 
 
 def cubo_from_log_weights(log_weights: torch.Tensor, order: float = 2.0) -> float:
     """:math:`\\frac1n \\log \\frac1S \\sum_s w_s^n`, in log space (weights never exponentiated)."""
-    count = log_weights.numel()
-    return float((order * log_weights.double()).logsumexp(0) - math.log(count)) / order
+    return float(log_mean_exp(order * log_weights.double().flatten(), 0)) / order
 
 
 def psis_khat(
