@@ -117,7 +117,8 @@ def check_compatible(components: Components) -> None:
             "enumerate; use objective=trace_enum, or marginalise them "
             "(e.g. model.assignment=marginalized)"
         )
-    if objective_entry.trait("requires_reparam"):
+    objective = components.objective
+    if getattr(objective, "requires_reparam", objective_entry.trait("requires_reparam")):
         with poutine.block():
             guide_trace = poutine.trace(components.guide).get_trace(model.train_data)
         require_reparameterized(guide_trace, f"objective '{objective_entry.name}'")

@@ -3,19 +3,31 @@
 from pyro_elbo_lab.objectives import pyro_builtin
 from pyro_elbo_lab.objectives.base import ParticleObjective
 from pyro_elbo_lab.objectives.beta_elbo import BetaELBO
+from pyro_elbo_lab.objectives.cubo import CUBO
+from pyro_elbo_lab.objectives.fdiv import FDivergence
 from pyro_elbo_lab.objectives.iwae import IWAE, IWAEDReG
+from pyro_elbo_lab.objectives.msc import MarkovianScoreClimbing
 from pyro_elbo_lab.objectives.particles import LogWeights, sample_log_weights
 from pyro_elbo_lab.objectives.renyi import RenyiBound, vr_max
+from pyro_elbo_lab.objectives.rws import ReweightedWakeSleep
 from pyro_elbo_lab.objectives.stl import StickingTheLanding
+from pyro_elbo_lab.objectives.tvo import ThermodynamicVariationalObjective
+from pyro_elbo_lab.objectives.vimco import VIMCO
 
 __all__ = [
+    "CUBO",
     "IWAE",
+    "VIMCO",
     "BetaELBO",
+    "FDivergence",
     "IWAEDReG",
     "LogWeights",
+    "MarkovianScoreClimbing",
     "ParticleObjective",
     "RenyiBound",
+    "ReweightedWakeSleep",
     "StickingTheLanding",
+    "ThermodynamicVariationalObjective",
     "pyro_builtin",
     "sample_log_weights",
     "vr_max",

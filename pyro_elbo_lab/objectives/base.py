@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from pyro import poutine
 from pyro.infer import ELBO
 
 from pyro_elbo_lab.errors import ConfigError, require_positive_int
@@ -50,6 +51,8 @@ class WeightGroups:
     offset: torch.Tensor
     scale: float
     per_datapoint: bool
+    #: :math:`\log q(z_{kg})` of each group's latents (score-function estimators need it)
+    log_q: torch.Tensor | None = None
 
     def combine(self, per_group: torch.Tensor) -> torch.Tensor:
         """:math:`\\bar{\\mathrm{offset}} + \\mathrm{scale}\\cdot\\sum_g` ``per_group``."""
@@ -66,6 +69,7 @@ def group_weights(weights: LogWeights, per_datapoint: bool) -> WeightGroups:
             offset=torch.zeros_like(weights.log_p),
             scale=1.0,
             per_datapoint=False,
+            log_q=weights.log_q.unsqueeze(-1),
         )
     if weights.global_latent_sites:
         raise ConfigError(
@@ -81,12 +85,26 @@ def group_weights(weights: LogWeights, per_datapoint: bool) -> WeightGroups:
         offset=offset,
         scale=weights.local_scale,
         per_datapoint=True,
+        log_q=torch.zeros_like(local) if weights.local_log_q is None else weights.local_log_q,
     )
 
 
 def log_mean_exp(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """:math:`\\log \\frac1K \\sum_k e^{v_k}`, stable."""
     return values.logsumexp(dim) - math.log(values.shape[dim])
+
+
+def log_sum_exp_without_each(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """:math:`\\log \\sum_{j \ne k} e^{v_j}` for every k along ``dim``, in O(K).
+
+    From the full sum, :math:`\\log S + \\log(1 - e^{v_k - \\log S})`, which is exact
+    except for a term that dominates S; that one (the maximum) is summed directly.
+    """
+    total = values.logsumexp(dim, keepdim=True)
+    without = total + torch.log(-torch.expm1((values - total).clamp(max=0.0)))
+    top = values.argmax(dim, keepdim=True)
+    rest = values.scatter(dim, top, -math.inf).logsumexp(dim, keepdim=True)
+    return without.scatter(dim, top, rest)
 
 
 class ParticleBatch:
@@ -116,6 +134,14 @@ class ParticleObjective(ELBO):
 
     #: Whether the estimator needs log q with the variational parameters stopped.
     needs_stopped_guide: bool = False
+    #: Whether every guide site must be reparameterisable (path-derivative estimators).
+    requires_reparam: bool = True
+    #: Whether the particles are detached draws (score-function estimators): gradients
+    #: then reach the parameters only through the log densities.
+    detach_draws: bool = False
+    #: Whether the objective's value is minimised (loss = +value: an upper bound, a
+    #: divergence) instead of maximised (loss = −value: a lower bound).
+    minimized: bool = False
     #: Whether ``per_datapoint`` is meaningful for this objective.
     supports_per_datapoint: ClassVar[bool] = True
 
@@ -161,6 +187,11 @@ class ParticleObjective(ELBO):
     def on_step(self) -> None:
         """Called once per optimisation step (``loss_and_grads``), e.g. for schedules."""
 
+    def guide_values(self, guide: Callable, args: tuple, kwargs: dict) -> poutine.Trace | None:
+        """Particle-batched guide values to weigh instead of fresh draws (e.g. chain
+        states), or None for fresh draws."""
+        return None
+
     # -- Pyro's ELBO interface --------------------------------------------------------
     def _batch(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, stop: bool):
         if self.model_plate_nesting is None:
@@ -173,8 +204,10 @@ class ParticleObjective(ELBO):
             num_particles=self.num_particles,
             max_plate_nesting=self.model_plate_nesting,
             stop_guide_params=stop,
-            require_reparam=True,
+            require_reparam=self.requires_reparam,
             data_plate=self.data_plate,
+            detach_draws=self.detach_draws,
+            guide_values=self.guide_values(guide, args, kwargs),
         )
         return ParticleBatch(
             weights,
@@ -187,21 +220,26 @@ class ParticleObjective(ELBO):
         weights = self._batch(model, guide, args, kwargs, stop=False).weights
         return weights.model_trace, weights.guide_trace
 
+    @property
+    def _loss_sign(self) -> float:
+        return 1.0 if self.minimized else -1.0
+
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
-        """−bound, estimated from one batch of K particles."""
+        """−bound (+value when minimised), estimated from one batch of K particles."""
         with torch.no_grad():
-            return -float(self.bound(self._batch(model, guide, args, kwargs, stop=False)))
+            bound = self.bound(self._batch(model, guide, args, kwargs, stop=False))
+        return self._loss_sign * float(bound)
 
     def differentiable_loss(
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        """Value −bound; gradient the objective's estimator."""
+        """Value −bound (+value when minimised); gradient the objective's estimator."""
         batch = self._batch(model, guide, args, kwargs, stop=self.needs_stopped_guide)
         bound = self.bound(batch)
         surrogate = self.surrogate(batch)
-        if surrogate is None:
-            return -bound
-        return -bound.detach() - (surrogate - surrogate.detach())
+        if surrogate is not None:
+            bound = bound.detach() + (surrogate - surrogate.detach())
+        return self._loss_sign * bound
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """Backpropagate the estimator into the parameters' ``.grad``; return the loss."""

@@ -126,6 +126,7 @@ def sample_log_weights(
     require_reparam: bool = False,
     data_plate: str | None = None,
     guide_values: poutine.Trace | None = None,
+    detach_draws: bool = False,
 ) -> LogWeights:
     """Draw ``num_particles`` particles from ``guide`` and weigh them under ``model``.
 
@@ -139,9 +140,15 @@ def sample_log_weights(
     :param guide_values: a trace of particle-batched guide sites to use instead of fresh
         draws (replayed outside the particle plate, so sites still broadcast), e.g. the
         states of MCMC chains; sites it lacks are drawn or computed as usual.
+    :param detach_draws: weigh detached draws, so that gradients reach the parameters
+        only through the densities :math:`\\log p_\theta(x, \bar z)` and
+        :math:`\\log q_\\phi(\bar z)` (score-function estimators; works for any guide).
+        Costs one more guide pass.
     """
     plate = particle_plate(num_particles, max_plate_nesting)
     plated_guide = plate(guide)
+    if detach_draws and guide_values is None:
+        guide_values = detached_values(poutine.trace(plated_guide).get_trace(*args, **kwargs))
     if guide_values is not None:
         plated_guide = poutine.replay(plated_guide, trace=guide_values)
     guide_trace = poutine.trace(plated_guide).get_trace(*args, **kwargs)
@@ -196,16 +203,22 @@ def model_log_density_at_stopped_latents(
     Returns the per-particle total ``[K]`` and, given ``data_plate``, the unscaled
     per-datapoint part ``[K, N]`` (as in :class:`LogWeights`).
     """
-    detached = weights.replay_trace.copy()
-    for site in detached.nodes.values():
-        if site["type"] == "sample":
-            site["value"] = site["value"].detach()
+    detached = detached_values(weights.replay_trace)
     plate = particle_plate(weights.num_particles, max_plate_nesting)
     trace = poutine.trace(poutine.replay(plate(model), trace=detached)).get_trace(*args, **kwargs)
     trace = prune_subsample_sites(trace)
     trace.compute_log_prob()
     reduce = SiteReducer(weights.num_particles, max_plate_nesting, data_plate)
     return reduce.total(trace), reduce.local(trace)
+
+
+def detached_values(trace: poutine.Trace) -> poutine.Trace:
+    """A copy of ``trace`` whose sample values are detached from the autograd graph."""
+    detached = trace.copy()
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample":
+            detached.nodes[name] = {**site, "value": site["value"].detach()}
+    return detached
 
 
 def model_has_params(weights: LogWeights) -> bool:
