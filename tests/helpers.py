@@ -41,6 +41,18 @@ def set_gaussian_guide(guide, loc: torch.Tensor, scale: torch.Tensor) -> None:
     guide()  # PyroModule re-syncs with the store on access
 
 
+def distorted_autonormal(
+    model: NormalNormal, shift: float = 0.3, factor: float = 1.5
+) -> AutoNormal:
+    """A fresh AutoNormal at N(posterior mean + shift, (factor x posterior sd)²)."""
+    posterior = model.exact_posterior()["loc"].base_dist
+    pyro.clear_param_store()
+    guide = AutoNormal(model)
+    guide()
+    set_gaussian_guide(guide, posterior.loc + shift, posterior.scale * factor)
+    return guide
+
+
 def guide_parameters(guide) -> list[torch.Tensor]:
     """The guide's unconstrained leaf parameters, as the optimiser sees them."""
     guide()

@@ -20,6 +20,7 @@ from pyro_elbo_lab.objectives import IWAE, BetaELBO, IWAEDReG, RenyiBound, Stick
 from pyro_elbo_lab.registry import objectives
 from tests.helpers import (
     LocalLatentModel,
+    distorted_autonormal,
     gradient_draws,
     guide_parameters,
     posterior_guide,
@@ -29,7 +30,12 @@ from tests.helpers import (
 MODEL = NormalNormal(num_train=20, seed=0)
 EXACT = MODEL.exact_log_evidence()
 POSTERIOR = MODEL.exact_posterior()["loc"].base_dist
-OURS = ["iwae", "iwae_dreg", "stl", "vr", "vr_max", "beta_elbo"]
+#: every objective of this package (Pyro's own are checked in test_contracts)
+OURS = [
+    name
+    for name in objectives.names()
+    if objectives.get(name).factory.__module__ != "pyro_elbo_lab.objectives.pyro_builtin"
+]
 LOWER_BOUNDS = {
     "iwae": lambda: IWAE(num_particles=8),
     "iwae_dreg": lambda: IWAEDReG(num_particles=8),
@@ -91,17 +97,9 @@ def test_iwae_increases_with_k_and_iwae_1_is_the_elbo():
     assert abs(means[1][0] - elbo[0]) < 4 * math.hypot(means[1][1], elbo[1])
 
 
-def _distorted_autonormal():
-    pyro.clear_param_store()
-    guide = AutoNormal(MODEL)
-    guide()
-    set_gaussian_guide(guide, POSTERIOR.loc + 0.3, POSTERIOR.scale * 1.5)
-    return guide
-
-
 @pytest.mark.slow
 def test_dreg_is_an_unbiased_estimate_of_the_iwae_gradient():
-    guide = _distorted_autonormal()
+    guide = distorted_autonormal(MODEL)
     standard = gradient_draws(IWAE(num_particles=10), MODEL, guide, 1500)
     dreg = gradient_draws(IWAEDReG(num_particles=10), MODEL, guide, 1500)
     difference = standard.mean(0) - dreg.mean(0)
@@ -112,7 +110,7 @@ def test_dreg_is_an_unbiased_estimate_of_the_iwae_gradient():
 @pytest.mark.slow
 def test_dreg_guide_snr_does_not_fall_with_k_while_iwae_does():
     """Rainforth et al. (2018): IWAE's guide SNR is O(1/sqrt(K)); DReG's is not."""
-    guide = _distorted_autonormal()
+    guide = distorted_autonormal(MODEL)
 
     def snr(objective_class, k):
         draws = gradient_draws(objective_class(num_particles=k), MODEL, guide, 400)
@@ -144,7 +142,7 @@ class _TraceAsObjective:
 
 
 def test_vr_at_alpha_zero_is_iwae_value_and_gradient():
-    guide = _distorted_autonormal()
+    guide = distorted_autonormal(MODEL)
     params = guide_parameters(guide)
     results = []
     for objective in (IWAE(num_particles=6), RenyiBound(alpha=0.0, num_particles=6)):
@@ -157,7 +155,7 @@ def test_vr_at_alpha_zero_is_iwae_value_and_gradient():
 
 
 def test_vr_dreg_at_alpha_zero_is_iwae_dreg():
-    guide = _distorted_autonormal()
+    guide = distorted_autonormal(MODEL)
     params = guide_parameters(guide)
     grads = []
     for objective in (IWAEDReG(num_particles=6), RenyiBound(alpha=0.0, num_particles=6, dreg=True)):
@@ -209,7 +207,7 @@ def test_per_datapoint_bounds_refuse_global_latents():
 
 def test_beta_elbo_warms_up_linearly_and_resets():
     objective = BetaELBO(beta=2.0, beta_start=0.5, warmup_steps=4)
-    guide = _distorted_autonormal()
+    guide = distorted_autonormal(MODEL)
     optim = pyro.optim.Adam({"lr": 0.0})
     svi = SVI(MODEL, guide, optim, loss=objective)
     betas = []
@@ -243,9 +241,13 @@ def test_objectives_train_through_plain_svi_with_autonormal(name, model_class):
     guide = AutoNormal(model)
     objective = objectives.build(name, num_particles=4)
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), loss=objective)
+    elbo = Trace_ELBO(num_particles=500, vectorize_particles=True, max_plate_nesting=1)
+    before = elbo.loss(model, guide, model.train_data)
     losses = [svi.step(model.train_data) for _ in range(30)]
     assert all(math.isfinite(loss) for loss in losses)
-    assert sum(losses[-5:]) < sum(losses[:5])
+    # Judged by the ELBO, not each objective's own loss: CUBO's and MSC's estimates
+    # are not monotone in the fit while q is far from the posterior.
+    assert elbo.loss(model, guide, model.train_data) < before
 
 
 @pytest.mark.parametrize("name", OURS)

@@ -79,7 +79,7 @@ class CUBO(RenyiBound):
         self,
         n: float = 2.0,
         num_particles: int = 16,
-        warmup_steps: int = 0,
+        warmup_steps: int = 100,
         max_plate_nesting: int | None = None,
         vectorize_particles: bool = True,
     ) -> None:

@@ -55,7 +55,9 @@ class ThermodynamicVariationalObjective(ParticleObjective):
             + \operatorname{Cov}_{\pi_\beta}\big[f,\ \nabla \log \tilde\pi_\beta\big],
         \qquad f = \log w,\quad \log\tilde\pi_\beta = \log q + \beta \log w,
 
-    both terms estimated with the same normalised weights :math:`\pi_{sk}`.
+    both terms estimated with the same normalised weights :math:`\pi_{sk}` (the paper's
+    estimator: consistent, biased at finite K; at β = 0 the sample covariance scales the
+    score term by (K − 1)/K).
 
     :param num_particles: K.
     :param num_intervals: S, the number of partition intervals.
