@@ -21,6 +21,9 @@ def _lab_overrides(kind: str, name: str) -> list[str]:
     # Objectives that enumerate discrete latents are checked on a model that has some.
     if kind == "objective" and objectives.get(name).trait("enumerates"):
         return [f"{kind}={name}", "model=gmm", "model.assignment=enumerated", "steps=8"]
+    # Guides for per-point latents are checked on a model that has them.
+    if kind == "guide" and guides.get(name).trait("local_latents"):
+        return [f"{kind}={name}", "model=factor_analysis", "steps=8"]
     return [f"{kind}={name}", "model=normal_normal", "steps=8"]
 
 
@@ -49,9 +52,11 @@ def test_guide_contract(name, compose_config):
     record = run(config)
     assert record["status"] == "ok", record["message"]
     assert math.isfinite(record["fit"]["final_loss"])
-    assert math.isfinite(record["metrics"]["elbo"]) and math.isfinite(
-        record["metrics"]["heldout_loglik"]
-    )
+    metrics = record["metrics"]
+    assert math.isfinite(metrics["elbo"])
+    # Guide-based held-out likelihood needs global latents (see evaluation.predictive).
+    if not models.get(config.model.name).factory.has_local_latents:
+        assert math.isfinite(metrics["heldout_loglik"])
     assert _device_of_params() == {"cpu"}
     assert run(config)["metrics"] == record["metrics"]
 

@@ -1,6 +1,19 @@
 """Variational families: Pyro's autoguides, registered, and ours."""
 
-from pyro_elbo_lab.guides import pyro_builtin
+from pyro_elbo_lab.guides import pyro_builtin, structured
+from pyro_elbo_lab.guides.amortized import AutoAmortizedNormal
+from pyro_elbo_lab.guides.flows import AutoFlow, AutoIAF
+from pyro_elbo_lab.guides.mixture import AutoGaussianMixture
 from pyro_elbo_lab.guides.pyro_builtin import guide_target
+from pyro_elbo_lab.guides.student_t import AutoMultivariateStudentT
 
-__all__ = ["guide_target", "pyro_builtin"]
+__all__ = [
+    "AutoAmortizedNormal",
+    "AutoFlow",
+    "AutoGaussianMixture",
+    "AutoIAF",
+    "AutoMultivariateStudentT",
+    "guide_target",
+    "pyro_builtin",
+    "structured",
+]

@@ -96,23 +96,6 @@ def delta(model: Callable[..., Any], init_loc: InitLoc = "median") -> autoguide.
     return autoguide.AutoDelta(guide_target(model), init_loc_fn=init_loc_fn(init_loc))
 
 
-@guides.register("iaf")
-def iaf(
-    model: Callable[..., Any],
-    hidden_dim: int | None = None,
-    num_transforms: int = 1,
-) -> autoguide.AutoGuide:
-    """Pyro's AutoIAFNormal: a Normal pushed through inverse autoregressive flows."""
-    require_positive_int("guide.num_transforms", num_transforms)
-    if hidden_dim is not None:
-        require_positive_int("guide.hidden_dim", hidden_dim)
-    return autoguide.AutoIAFNormal(
-        guide_target(model),
-        hidden_dim=None if hidden_dim is None else [hidden_dim],
-        num_transforms=num_transforms,
-    )
-
-
 @guides.register("laplace", point_estimate=True, evaluate_with="laplace_approximation")
 def laplace(model: Callable[..., Any], init_loc: InitLoc = "median") -> autoguide.AutoGuide:
     """Pyro's AutoLaplaceApproximation: MAP fit, then a Gaussian from the Hessian there."""

@@ -72,12 +72,13 @@ def run(
             )
         else:
             start = time.perf_counter()
-            record["metrics"] = evaluate_guide(
-                components.model,
-                _evaluation_guide(components),
-                evaluation_settings(config.evaluation),
-                objective=components.objective,
-            )
+            with components.model.without_subsampling():
+                record["metrics"] = evaluate_guide(
+                    components.model,
+                    _evaluation_guide(components),
+                    evaluation_settings(config.evaluation),
+                    objective=components.objective,
+                )
             record["metrics"]["bounds_valid"] = not components.guide_entry.trait("point_estimate")
             record["evaluation_time_s"] = time.perf_counter() - start
             record["status"] = "ok"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import abc
+import contextlib
+from collections.abc import Iterator
 from typing import ClassVar
 
+import pyro
 import torch
 from pyro.distributions import Distribution
 
@@ -35,6 +38,9 @@ class LatentVariableModel(abc.ABC):
     has_local_latents: ClassVar[bool] = False
     #: Sites that the model marginalises by enumeration (guides must not sample them).
     enumerated_sites: tuple[str, ...] = ()
+    #: Minibatch size of the data plate in training (None: the full data), for models
+    #: whose :meth:`model` opens its plate with :meth:`data_plate_over`.
+    subsample_size: int | None = None
 
     def __init__(
         self, *, num_train: int, num_heldout: int, seed: int, device: str | torch.device = "cpu"
@@ -60,6 +66,27 @@ class LatentVariableModel(abc.ABC):
     @abc.abstractmethod
     def model(self, data: torch.Tensor) -> None:
         """The Pyro program over ``data`` (observations in the ``data`` plate)."""
+
+    def data_plate_over(self, data: torch.Tensor) -> pyro.plate:
+        """The data plate over ``data``'s rows, subsampled to :attr:`subsample_size`.
+
+        Use as ``with self.data_plate_over(data) as index: ... obs=data[index]``: Pyro
+        scales the minibatch's log densities by N / batch, so the minibatch ELBO is an
+        unbiased estimate of the full-data ELBO (Hoffman et al. 2013). A guide that opens
+        the same plate (e.g. ``guide=amortized``) draws the indices and the model replays them.
+        """
+        num = data.shape[0]
+        size = self.subsample_size if self.subsample_size and self.subsample_size < num else None
+        return pyro.plate(self.data_plate, num, subsample_size=size, dim=-1)
+
+    @contextlib.contextmanager
+    def without_subsampling(self) -> Iterator[None]:
+        """Use the full data plate inside (evaluation measures the whole data set)."""
+        size, self.subsample_size = self.subsample_size, None
+        try:
+            yield
+        finally:
+            self.subsample_size = size
 
     def marginal_model(self, data: torch.Tensor) -> None:
         """The same joint density over the continuous latents with discrete ones summed out.

@@ -29,6 +29,8 @@ class FactorAnalysis(LatentVariableModel):
     :math:`W_{dl} \sim \mathcal N(0, 1)` is a global latent too; no closed form (AIS gives
     the reference), and W is identified only up to sign.
 
+    ``subsample_size`` trains on minibatches of the data plate (scaled by N / batch).
+
     Simulation: loadings U(0.5, 1.5) (every test loads positively on ability), μ = 0,
     ψ ~ U(0.2, 0.5).
     """
@@ -43,10 +45,14 @@ class FactorAnalysis(LatentVariableModel):
         loadings: Literal["fixed", "learned"] = "fixed",
         num_train: int = 100,
         num_heldout: int = 100,
+        subsample_size: int | None = None,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
         require_positive_int("model.num_tests", num_tests)
+        if subsample_size is not None:
+            require_positive_int("model.subsample_size", subsample_size)
+        self.subsample_size = subsample_size
         require_positive_int("model.num_factors", num_factors)
         if loadings not in ("fixed", "learned"):
             raise ConfigError(f"model.loadings must be 'fixed' or 'learned', got {loadings!r}")
@@ -69,10 +75,11 @@ class FactorAnalysis(LatentVariableModel):
             zeros = torch.zeros(self.num_tests, self.num_factors, device=self.device)
             weight = pyro.sample("loadings", dist.Normal(zeros, 1.0).to_event(2))
         zeros = torch.zeros(self.num_factors, device=self.device)
-        with pyro.plate(self.data_plate, data.shape[0]):
+        with self.data_plate_over(data) as index:
             ability = pyro.sample("ability", dist.Normal(zeros, 1.0).to_event(1))
             mean = (ability.unsqueeze(-2) @ weight.transpose(-1, -2)).squeeze(-2)
-            pyro.sample("obs", dist.Normal(mean, self.noise_variance.sqrt()).to_event(1), obs=data)
+            noise = dist.Normal(mean, self.noise_variance.sqrt()).to_event(1)
+            pyro.sample("obs", noise, obs=data[index])
 
     def _marginal(self) -> dist.MultivariateNormal:
         covariance = self.weight @ self.weight.T + torch.diag(self.noise_variance)

@@ -53,6 +53,20 @@ class WeightGroups:
     per_datapoint: bool
     #: :math:`\log q(z_{kg})` of each group's latents (score-function estimators need it)
     log_q: torch.Tensor | None = None
+    #: :math:`\log \pi_k` ``[K, 1]`` of stratified particles; None: iid, :math:`\pi_k = 1/K`
+    log_particle_weights: torch.Tensor | None = None
+
+    def particle_mean(self, values: torch.Tensor) -> torch.Tensor:
+        r""":math:`\sum_k \pi_k v_{kg}`: the mean over particles, stratum-weighted."""
+        if self.log_particle_weights is None:
+            return values.mean(0)
+        return (self.log_particle_weights.exp() * values).sum(0)
+
+    def particle_log_mean_exp(self, values: torch.Tensor) -> torch.Tensor:
+        r""":math:`\log \sum_k \pi_k e^{v_{kg}}`: log-mean-exp over particles, stratum-weighted."""
+        if self.log_particle_weights is None:
+            return log_mean_exp(values, 0)
+        return (self.log_particle_weights + values).logsumexp(0)
 
     def combine(self, per_group: torch.Tensor) -> torch.Tensor:
         """:math:`\\bar{\\mathrm{offset}} + \\mathrm{scale}\\cdot\\sum_g` ``per_group``."""
@@ -62,6 +76,7 @@ class WeightGroups:
 def group_weights(weights: LogWeights, per_datapoint: bool) -> WeightGroups:
     """Arrange ``weights`` jointly (``[K, 1]``) or per datapoint (``[K, N]``)."""
     stopped = weights.log_q_stopped is not None
+    strata = weights.log_particle_weights
     if not per_datapoint:
         return WeightGroups(
             log_weights=weights.log_weights.unsqueeze(-1),
@@ -70,6 +85,12 @@ def group_weights(weights: LogWeights, per_datapoint: bool) -> WeightGroups:
             scale=1.0,
             per_datapoint=False,
             log_q=weights.log_q.unsqueeze(-1),
+            log_particle_weights=None if strata is None else strata.unsqueeze(-1),
+        )
+    if strata is not None:
+        raise ConfigError(
+            "per_datapoint bounds need iid particles per datapoint, but the guide drew its "
+            "particles by strata (a mixture over all latents); use per_datapoint=false"
         )
     if weights.global_latent_sites:
         raise ConfigError(
@@ -139,6 +160,9 @@ class ParticleObjective(ELBO):
     #: Whether the particles are detached draws (score-function estimators): gradients
     #: then reach the parameters only through the log densities.
     detach_draws: bool = False
+    #: Whether the objective weighs stratified particles (a mixture guide drawing one
+    #: particle per component, Morningstar et al. 2021) by their stratum weights.
+    supports_stratified: bool = False
     #: Whether the objective's value is minimised (loss = +value: an upper bound, a
     #: divergence) instead of maximised (loss = −value: a lower bound).
     minimized: bool = False
@@ -208,6 +232,7 @@ class ParticleObjective(ELBO):
             data_plate=self.data_plate,
             detach_draws=self.detach_draws,
             guide_values=self.guide_values(guide, args, kwargs),
+            stratify=self.supports_stratified,
         )
         return ParticleBatch(
             weights,

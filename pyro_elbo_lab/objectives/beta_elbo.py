@@ -31,7 +31,9 @@ class BetaELBO(ParticleObjective):
     ``TraceMeanField_ELBO``, exact for mean-field guides — and a Monte Carlo
     :math:`\log q - \log p` otherwise (e.g. for autoguides, whose sites are Deltas of an
     auxiliary latent); the sites that used the closed form are in ``analytic_kl_sites``.
-    Gradient: reparameterised, by autodiff.
+    Gradient: reparameterised, by autodiff. With a stratified mixture guide the
+    particle average is :math:`\sum_k \pi_k` (the stratified ELBO of Morningstar et al.
+    2021, unbiased: :math:`\sum_c \alpha_c \mathbb E_{q_c}[\cdot] = \mathbb E_q[\cdot]`).
 
     :param beta: final β ≥ 0.  :param warmup_steps: T (0: no warm-up).
     :param beta_start: :math:`\beta_0`, β at step 0 of the warm-up.
@@ -42,6 +44,7 @@ class BetaELBO(ParticleObjective):
     """
 
     supports_per_datapoint = False
+    supports_stratified = True
 
     def __init__(
         self,
@@ -79,7 +82,8 @@ class BetaELBO(ParticleObjective):
 
     def bound(self, batch: ParticleBatch) -> torch.Tensor:
         log_likelihood, kl = self.likelihood_and_kl(batch)
-        return (log_likelihood - self.current_beta * kl).mean()
+        values = (log_likelihood - self.current_beta * kl).unsqueeze(-1)
+        return batch.groups.particle_mean(values).squeeze(-1)
 
     def likelihood_and_kl(self, batch: ParticleBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per particle: :math:`\\log p(x \\mid z_k)` and the KL estimate, both ``[K]``."""

@@ -73,6 +73,7 @@ class CUBO(RenyiBound):
     """
 
     minimized = True
+    supports_stratified = False
     supports_per_datapoint = False
 
     def __init__(
@@ -92,6 +93,7 @@ class CUBO(RenyiBound):
         super().__init__(1.0 - n, num_particles, max_plate_nesting, vectorize_particles)
         require_positive_int("objective.warmup_steps", warmup_steps, minimum=0)
         self.n = float(n)
+        self.supports_stratified = False
         self.warmup_steps = warmup_steps
         self.steps_taken = 0
 

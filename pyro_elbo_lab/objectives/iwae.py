@@ -7,7 +7,6 @@ import torch
 from pyro_elbo_lab.objectives.base import (
     ParticleBatch,
     ParticleObjective,
-    log_mean_exp,
     path_surrogate,
 )
 from pyro_elbo_lab.registry import objectives
@@ -34,15 +33,23 @@ class IWAE(ParticleObjective):
     would enter every point's weight and be counted N times, which is why Pyro's
     ``RenyiELBO`` keeps one joint weight (Pyro issue #3104). We refuse that case.
 
+    With a stratified mixture guide (``guide=mixture``) this is SIWAE,
+    :math:`\log \sum_k \pi_k w_k` with :math:`\pi_k` the mixture weight of particle k's
+    component over its count (Morningstar et al. 2021).
+
     :param num_particles: K.
 
     References: [1] Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted
     Autoencoders", ICLR 2016. [2] T. Rainforth et al., "Tighter Variational Bounds are
-    Not Necessarily Better", ICML 2018.
+    Not Necessarily Better", ICML 2018. [3] W. Morningstar, S. Vikram, C. Ham,
+    A. Gallagher, J. Dillon, "Automatic Differentiation Variational Inference with
+    Mixtures", AISTATS 2021.
     """
 
+    supports_stratified = True
+
     def bound(self, batch: ParticleBatch) -> torch.Tensor:
-        return batch.groups.combine(log_mean_exp(batch.groups.log_weights, 0))
+        return batch.groups.combine(batch.groups.particle_log_mean_exp(batch.groups.log_weights))
 
 
 @objectives.register("iwae_dreg", requires_reparam=True)
@@ -69,6 +76,7 @@ class IWAEDReG(IWAE):
     """
 
     needs_stopped_guide = True
+    supports_stratified = False
 
     def surrogate(self, batch: ParticleBatch) -> torch.Tensor:
         normalized = torch.softmax(batch.groups.log_weights.detach(), 0)

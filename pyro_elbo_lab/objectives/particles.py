@@ -41,6 +41,40 @@ PARTICLE_PLATE = "num_particles_vectorized"
 
 
 @dataclass
+class ParticleStrata:
+    r"""What a stratified guide needs while the engine draws K particles, and what it leaves.
+
+    A guide that can stratify (e.g. a mixture drawing particle k from component
+    k mod C) reads ``num_particles`` and ``batch_dims``, draws reparameterised
+    particles, and stores each particle's log stratum weight
+    :math:`\log \pi_k` (:math:`\sum_k \pi_k = 1`) in ``log_weights``.
+    """
+
+    num_particles: int
+    batch_dims: int
+    log_weights: torch.Tensor | None = None
+
+
+_STRATA: list[ParticleStrata] = []
+
+
+@contextlib.contextmanager
+def stratified_particles(num_particles: int, max_plate_nesting: int) -> Iterator[ParticleStrata]:
+    """Let guides that can stratify do so while drawing ``num_particles`` particles."""
+    strata = ParticleStrata(num_particles, max_plate_nesting + 1)
+    _STRATA.append(strata)
+    try:
+        yield strata
+    finally:
+        _STRATA.pop()
+
+
+def current_strata() -> ParticleStrata | None:
+    """The innermost :func:`stratified_particles` request, or None outside one."""
+    return _STRATA[-1] if _STRATA else None
+
+
+@dataclass
 class LogWeights:
     """Per-particle log densities from one vectorised pass (shapes: ``[K]``, ``[K, N]``).
 
@@ -62,6 +96,8 @@ class LogWeights:
     guide_trace: poutine.Trace
     #: the guide trace with its subsample sites, to replay the same minibatch
     replay_trace: poutine.Trace
+    #: :math:`\log \pi_k` of a stratified guide's particles (None: iid, :math:`\pi_k = 1/K`)
+    log_particle_weights: torch.Tensor | None = None
 
     @property
     def log_weights(self) -> torch.Tensor:
@@ -127,6 +163,7 @@ def sample_log_weights(
     data_plate: str | None = None,
     guide_values: poutine.Trace | None = None,
     detach_draws: bool = False,
+    stratify: bool = False,
 ) -> LogWeights:
     """Draw ``num_particles`` particles from ``guide`` and weigh them under ``model``.
 
@@ -144,6 +181,8 @@ def sample_log_weights(
         only through the densities :math:`\\log p_\theta(x, \bar z)` and
         :math:`\\log q_\\phi(\bar z)` (score-function estimators; works for any guide).
         Costs one more guide pass.
+    :param stratify: let a guide that can stratify draw its particles by strata
+        (:class:`ParticleStrata`); their weights come back in ``log_particle_weights``.
     """
     plate = particle_plate(num_particles, max_plate_nesting)
     plated_guide = plate(guide)
@@ -151,7 +190,12 @@ def sample_log_weights(
         guide_values = detached_values(poutine.trace(plated_guide).get_trace(*args, **kwargs))
     if guide_values is not None:
         plated_guide = poutine.replay(plated_guide, trace=guide_values)
-    guide_trace = poutine.trace(plated_guide).get_trace(*args, **kwargs)
+    with (
+        stratified_particles(num_particles, max_plate_nesting)
+        if stratify
+        else contextlib.nullcontext()
+    ) as strata:
+        guide_trace = poutine.trace(plated_guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(
         *args, **kwargs
     )
@@ -187,6 +231,7 @@ def sample_log_weights(
         model_trace=model_trace,
         guide_trace=latent_guide_trace,
         replay_trace=guide_trace,
+        log_particle_weights=None if strata is None else strata.log_weights,
     )
 
 
@@ -306,6 +351,13 @@ def require_reparameterized(guide_trace: poutine.Trace, objective: str = "this o
     for name, site in guide_trace.nodes.items():
         latent = site["type"] == "sample" and not site["is_observed"]
         if latent and not site_is_subsample(site) and not getattr(site["fn"], "has_rsample", False):
+            if site["infer"].get("stratifiable"):
+                raise ConfigError(
+                    f"guide site '{name}' is a mixture, reparameterisable only by stratified "
+                    f"sampling (one particle per component), which {objective} does not do; "
+                    "use an objective that stratifies (iwae, vr with dreg=false, beta_elbo) or "
+                    "a score-function objective (e.g. objective=trace)"
+                )
             raise ConfigError(
                 f"guide site '{name}' ({type(site['fn']).__name__}) is not "
                 f"reparameterisable, but {objective} needs reparameterised samples; use a "

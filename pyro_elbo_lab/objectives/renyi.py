@@ -10,7 +10,6 @@ from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.objectives.base import (
     ParticleBatch,
     ParticleObjective,
-    log_mean_exp,
     path_surrogate,
 )
 from pyro_elbo_lab.registry import objectives
@@ -38,6 +37,9 @@ class RenyiBound(ParticleObjective):
     :math:`(1-\alpha)(\hat w_k - \hat w_k^2)`), giving guide coefficients
     :math:`\alpha \hat w_k + (1-\alpha)\hat w_k^2` on the path derivative: IWAE-DReG at
     α = 0 and STL as α → 1. Not defined for α = −∞.
+
+    With a stratified mixture guide, :math:`\frac1K\sum_k` becomes
+    :math:`\sum_k \pi_k` (stratified sampling; not with ``dreg`` or α = −∞).
 
     :param alpha: α, any value but 1 (``-inf`` allowed).
     :param dreg: use the doubly-reparameterised guide gradient.
@@ -73,13 +75,14 @@ class RenyiBound(ParticleObjective):
         self.alpha = float(alpha)
         self.dreg = dreg
         self.needs_stopped_guide = dreg
+        self.supports_stratified = not dreg and math.isfinite(alpha)
 
     def bound(self, batch: ParticleBatch) -> torch.Tensor:
         log_weights = batch.groups.log_weights
         if self.alpha == -math.inf:
             return batch.groups.combine(log_weights.max(0).values)
         power = 1.0 - self.alpha
-        return batch.groups.combine(log_mean_exp(power * log_weights, 0) / power)
+        return batch.groups.combine(batch.groups.particle_log_mean_exp(power * log_weights) / power)
 
     def surrogate(self, batch: ParticleBatch) -> torch.Tensor | None:
         if not self.dreg:
