@@ -80,11 +80,12 @@ class AutoAmortizedNormal(AutoGuide):
         data = self._data(args, kwargs)
         self.local_shapes: dict[str, torch.Size] = {}
         for name, site in self.prototype_trace.iter_stochastic_nodes():
-            frames = [f.name for f in site["cond_indep_stack"] if f.vectorized]
-            if frames != [self.data_plate] or site["fn"].batch_shape != data.shape[:1]:
+            frames = [f for f in site["cond_indep_stack"] if f.vectorized]
+            names = [f.name for f in frames]
+            if names != [self.data_plate] or site["fn"].batch_shape != (frames[0].size,):
                 raise ConfigError(
                     f"the amortized guide's local part takes latents whose only plate is "
-                    f"'{self.data_plate}' at dim -1, but site '{name}' has plates {frames} and "
+                    f"'{self.data_plate}' at dim -1, but site '{name}' has plates {names} and "
                     f"batch shape {tuple(site['fn'].batch_shape)}"
                 )
             unconstrained = biject_to(site["fn"].support).inv(site["value"])

@@ -10,9 +10,14 @@ from pyro.infer import autoguide
 
 from pyro_elbo_lab.errors import ConfigError, require, require_positive_float
 from pyro_elbo_lab.guides.pyro_builtin import guide_target
+from pyro_elbo_lab.guides.quantiles import SampledQuantiles
 from pyro_elbo_lab.registry import guides
 
 CONDITIONALS = ("delta", "normal", "mvn")
+
+
+class AutoStructuredGuide(SampledQuantiles, autoguide.AutoStructured):
+    """Pyro's AutoStructured with sampled ``quantiles`` (Pyro gives it only ``median``)."""
 
 
 class ModelPart:
@@ -44,7 +49,7 @@ def structured(
     conditionals: str | Mapping[str, str] = "mvn",
     dependencies: str | Mapping[str, Mapping[str, str]] = "linear",
     init_scale: float = 0.1,
-) -> autoguide.AutoStructured:
+) -> AutoStructuredGuide:
     """Pyro's AutoStructured: per-site delta/normal/mvn, linear dependencies between sites."""
     require_positive_float("guide.init_scale", init_scale)
     if isinstance(conditionals, str):
@@ -60,7 +65,7 @@ def structured(
         )
     else:
         dependencies = {site: dict(upstream) for site, upstream in dependencies.items()}
-    return autoguide.AutoStructured(
+    return AutoStructuredGuide(
         guide_target(model),
         conditionals=conditionals,
         dependencies=dependencies,

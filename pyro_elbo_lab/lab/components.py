@@ -121,4 +121,8 @@ def check_compatible(components: Components) -> None:
     if getattr(objective, "requires_reparam", objective_entry.trait("requires_reparam")):
         with poutine.block():
             guide_trace = poutine.trace(components.guide).get_trace(model.train_data)
-        require_reparameterized(guide_trace, f"objective '{objective_entry.name}'")
+        require_reparameterized(
+            guide_trace,
+            f"objective '{objective_entry.name}'",
+            stratified=getattr(objective, "supports_stratified", False),
+        )

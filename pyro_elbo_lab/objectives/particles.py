@@ -346,12 +346,21 @@ def _check_latents(
         require_reparameterized(guide_trace)
 
 
-def require_reparameterized(guide_trace: poutine.Trace, objective: str = "this objective") -> None:
-    """Raise :class:`ConfigError` naming the first guide site without ``rsample``."""
+def require_reparameterized(
+    guide_trace: poutine.Trace, objective: str = "this objective", stratified: bool = False
+) -> None:
+    """Raise :class:`ConfigError` naming the first guide site without ``rsample``.
+
+    With ``stratified``, sites a guide can draw by strata (``infer["stratifiable"]``)
+    pass: the objective will ask for stratified, reparameterised draws.
+    """
     for name, site in guide_trace.nodes.items():
         latent = site["type"] == "sample" and not site["is_observed"]
         if latent and not site_is_subsample(site) and not getattr(site["fn"], "has_rsample", False):
-            if site["infer"].get("stratifiable"):
+            stratifiable = site["infer"].get("stratifiable", False)
+            if stratifiable and stratified:
+                continue
+            if stratifiable:
                 raise ConfigError(
                     f"guide site '{name}' is a mixture, reparameterisable only by stratified "
                     f"sampling (one particle per component), which {objective} does not do; "
