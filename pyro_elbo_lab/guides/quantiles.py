@@ -7,6 +7,7 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 
 #: Draws per quantile estimate: the error of a quantile is about sd / sqrt(draws).
 QUANTILE_DRAWS = 20_000
@@ -25,24 +26,22 @@ class SampledQuantiles:
 
     @torch.no_grad()
     def quantiles(self, quantiles: Any, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        if self.prototype_trace is None:
-            self._setup_prototype(*args, **kwargs)
-        nesting = max((-frame.dim for frame in self._prototype_frames.values()), default=0)
-        draws_plate = pyro.plate("_quantile_draws", QUANTILE_DRAWS, dim=-(nesting + 1))
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), poutine.block():
             torch.manual_seed(QUANTILE_SEED)
-            with poutine.block():
-                trace = poutine.trace(draws_plate(self)).get_trace(*args, **kwargs)
+            single = poutine.trace(self).get_trace(*args, **kwargs)  # each site's own shape
+            nesting = max((-frame.dim for frame in self._prototype_frames.values()), default=0)
+            draws_plate = pyro.plate("_quantile_draws", QUANTILE_DRAWS, dim=-(nesting + 1))
+            trace = poutine.trace(draws_plate(self)).get_trace(*args, **kwargs)
         result = {}
-        for name, site in self.prototype_trace.nodes.items():
-            # AutoStructured leaves bookkeeping nodes without a type in its prototype.
-            if site.get("type") != "sample" or site.get("is_observed", True):
+        for name, site in single.nodes.items():
+            latent = site["type"] == "sample" and not site["is_observed"]
+            if not latent or site["infer"].get("is_auxiliary") or site_is_subsample(site):
                 continue
-            value = trace.nodes[name]["value"]
-            levels = torch.as_tensor(quantiles, dtype=value.dtype, device=value.device)
-            draws = value.expand((QUANTILE_DRAWS, *site["value"].shape))
+            shape = site["value"].shape
+            draws = trace.nodes[name]["value"].expand((QUANTILE_DRAWS, *shape))
+            levels = torch.as_tensor(quantiles, dtype=draws.dtype, device=draws.device)
             result[name] = torch.quantile(draws.reshape(QUANTILE_DRAWS, -1), levels, dim=0).reshape(
-                (len(levels), *site["value"].shape)
+                (len(levels), *shape)
             )
         return result
 
