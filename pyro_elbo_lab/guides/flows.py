@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Literal
 
 import pyro.distributions.transforms as T
+import torch
+from pyro.distributions import constraints
+from pyro.distributions.torch_transform import TransformModule
 from pyro.infer import autoguide
 
 from pyro_elbo_lab.errors import require_positive_int
@@ -25,10 +29,42 @@ class AutoIAF(SampledQuantiles, autoguide.AutoIAFNormal):
     """Pyro's AutoIAFNormal with sampled ``median`` / ``quantiles``."""
 
 
+class ElementwiseAffine(TransformModule):
+    r""":math:`y = \mu + \sigma \odot x` with learnable μ and σ > 0 (softplus).
+
+    Spline layers are the identity outside their bounded interval, so a flow of splines
+    alone cannot move or rescale N(0, I) onto a posterior far from it; this last layer
+    does (the role the affine part plays in an IAF).
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(cache_size=1)
+        self.loc = torch.nn.Parameter(torch.zeros(dim))
+        self.raw_scale = torch.nn.Parameter(torch.full((dim,), math.log(math.e - 1.0)))
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return torch.nn.functional.softplus(self.raw_scale)
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return self.loc + self.scale * x
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.loc) / self.scale
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.scale.log().sum(-1).expand(x.shape[:-1])
+
+
 def flow_transform(
     dim: int, kind: str, num_transforms: int, hidden_dim: int, count_bins: int
 ) -> T.ComposeTransformModule:
-    """``num_transforms`` flow layers on ``dim`` coordinates, permuted between layers.
+    """``num_transforms`` flow layers on ``dim`` coordinates, permuted between layers,
+    then a learnable elementwise affine map (:class:`ElementwiseAffine`).
 
     Coupling layers transform half the coordinates given the other half, so a
     one-dimensional latent gets elementwise splines instead.
@@ -50,13 +86,14 @@ def flow_transform(
         if index and dim > 1:
             layers.append(T.permute(dim))
         layers.append(make())
+    layers.append(ElementwiseAffine(dim))
     return T.ComposeTransformModule(layers)
 
 
 @guides.register("flow")
 def flow(
     model: Callable[..., Any],
-    kind: FlowKind = "spline_coupling",
+    kind: FlowKind = "affine_coupling",
     num_transforms: int = 2,
     hidden_dim: int = 32,
     count_bins: int = 8,
