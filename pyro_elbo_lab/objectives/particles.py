@@ -24,6 +24,7 @@ the engine returns what gradient estimators need:
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -215,7 +216,6 @@ def sample_log_weights(
     stopped_trace = None
     if stop_guide_params:
         stopped_trace = _replay_with_stopped_params(guide, guide_trace, plate, args, kwargs)
-        stopped_trace.compute_log_prob()
 
     reduce = SiteReducer(num_particles, max_plate_nesting, data_plate)
     local_scale = reduce.local_scale(model_trace)
@@ -273,13 +273,16 @@ def model_has_params(weights: LogWeights) -> bool:
 
 @contextlib.contextmanager
 def stopped_parameters(guide: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
-    """Yield a callable that runs ``guide`` with every variational parameter stopped.
+    """Inside, ``guide`` (yielded back) runs with every variational parameter stopped.
 
-    Both homes of a parameter are swapped for one detached copy: the param store (what
-    ``pyro.param`` returns) and, for an ``nn.Module`` guide, the module's own parameters
-    (``torch.func.functional_call``). ``PyroModule`` compares the two and re-syncs when
-    they differ, so they must be the very same tensor; plain ``nn.Parameter`` attributes
-    (e.g. ``AutoDiagonalNormal.loc``) are reached only through the module.
+    Both homes of a parameter are swapped in place for one detached copy, for the whole
+    block (so log densities evaluated lazily inside it, e.g. of a flow whose
+    distribution holds its transform modules, see the stopped values too): the param
+    store (what ``pyro.param`` returns) and, for an ``nn.Module`` guide, every
+    submodule's own parameters, tied ones to the same copy. ``PyroModule`` compares the
+    two and re-syncs when they differ, so they must be the very same tensor; plain
+    ``nn.Parameter`` attributes (e.g. ``AutoDiagonalNormal.loc``) are reached only
+    through the module. Flow transforms' caches from the live pass are cleared.
     """
     # ParamStore.get_state()/scope() strip the ``unconstrained`` weakrefs that SVI reads
     # from param sites already traced this step, so swap the stored values in place.
@@ -289,21 +292,43 @@ def stopped_parameters(guide: Callable[..., Any]) -> Iterator[Callable[..., Any]
         id(value): torch.nn.Parameter(value.detach(), requires_grad=False)
         for value in live.values()
     }
-    run = guide
+    holders = []
     if isinstance(guide, torch.nn.Module):
-        module_params = {
-            name: stopped[id(p)] if id(p) in stopped else p.detach()
-            for name, p in guide.named_parameters()
-        }
-
-        def run(*args: Any, **kwargs: Any) -> Any:
-            return torch.func.functional_call(guide, module_params, args, kwargs, strict=False)
-
+        _clear_transform_caches(guide)
+        for module in guide.modules():
+            for name, value in module._parameters.items():
+                if value is not None:
+                    holders.append((module, name, value))
+                    stopped.setdefault(
+                        id(value), torch.nn.Parameter(value.detach(), requires_grad=False)
+                    )
     stored.update({name: stopped[id(value)] for name, value in live.items()})
+    for module, name, value in holders:
+        module._parameters[name] = stopped[id(value)]
     try:
-        yield run
+        with warnings.catch_warnings():
+            # pyro.module notes that the stopped copies (requires_grad=False) are not
+            # registered: that is the point.
+            warnings.filterwarnings("ignore", message=".*was not registered in the param store")
+            yield guide
     finally:
         stored.update(live)
+        for module, name, value in holders:
+            module._parameters[name] = value
+
+
+def _clear_transform_caches(module: torch.nn.Module) -> None:
+    """Forget what a guide's flow transforms cached from the live pass.
+
+    A cached transform (e.g. Pyro's ``AffineAutoregressive``) answers ``log_prob(y)``
+    for the y it produced from its cached x and log-scale, which carry the live
+    parameters' gradients: the stopped pass would silently keep the score term.
+    """
+    for part in module.modules():
+        if isinstance(part, torch.distributions.Transform):
+            for name in list(vars(part)):
+                if name.startswith("_cached_"):
+                    setattr(part, name, (None, None) if name == "_cached_x_y" else None)
 
 
 def _replay_with_stopped_params(
@@ -313,7 +338,10 @@ def _replay_with_stopped_params(
     args: tuple,
     kwargs: dict,
 ) -> poutine.Trace:
-    """Re-run the guide on the same draws (subsample indices included), parameters stopped."""
+    """Re-run the guide on the same draws (subsample indices included), parameters
+    stopped, and evaluate its log densities while they still are (a flow's distribution
+    holds its transform modules, not tensors: evaluated later, it would see the live
+    parameters)."""
     # The stopped copies must stay invisible to outer handlers (SVI collects the
     # parameters it optimises from param sites): hide this pass's param statements.
     with stopped_parameters(guide) as stopped_guide:
@@ -321,7 +349,9 @@ def _replay_with_stopped_params(
         trace = poutine.trace(poutine.block(replayed, hide_types=["param"])).get_trace(
             *args, **kwargs
         )
-    return prune_subsample_sites(trace)
+        trace = prune_subsample_sites(trace)
+        trace.compute_log_prob()
+    return trace
 
 
 def _check_latents(
