@@ -29,7 +29,7 @@ from pyro_elbo_lab.objectives.base import log_sum_exp_without_each
 from pyro_elbo_lab.objectives.csiszar import CSISZAR_FUNCTIONS, csiszar_function
 from pyro_elbo_lab.objectives.tvo import beta_partition
 from pyro_elbo_lab.objectives.vimco import leave_one_out_bounds
-from pyro_elbo_lab.registry import objectives
+from pyro_elbo_lab.registry import models, objectives
 from tests.helpers import (
     LocalLatentModel,
     distorted_autonormal,
@@ -541,3 +541,41 @@ def test_objectives_fit_the_normal_normal_posterior_through_the_lab(overrides, c
     assert record["status"] == "ok", record["message"]
     error = record["metrics"]["posterior_error"]["loc"]
     assert error["mean_error_max"] < 0.6 and error["sd_error_max"] < 0.3, error
+
+
+EXACT_MODELS = [name for name in models.names() if models.get(name).trait("exact_log_evidence")]
+
+
+def _overdispersed_guide(model) -> AutoNormal:
+    """AutoNormal after a short ELBO fit, scales then widened 1.5x: off the posterior and
+    wider than it, so E_q[w^2] (CUBO_2) is finite."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoNormal(model)
+    elbo = Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), elbo)
+    for _ in range(150):
+        svi.step(model.train_data)
+    store = pyro.get_param_store()
+    for name in list(store.keys()):
+        if ".scales." in name:
+            store[name] = store[name].detach() * 1.5
+    return guide
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXACT_MODELS)
+def test_upper_and_lower_sums_sandwich_the_exact_evidence_on_every_exact_model(name):
+    model = models.build(name)
+    truth = model.exact_log_evidence()
+    guide = _overdispersed_guide(model)
+    data = model.train_data
+    left = value_draws(ThermodynamicVariationalObjective(4000), model, guide, 10, data)
+    right = value_draws(
+        ThermodynamicVariationalObjective(4000, sum="right"), model, guide, 10, data
+    )
+    cubo = value_draws(CUBO(num_particles=20_000), model, guide, 10, data)
+    (low, low_se), (high, high_se) = mean_and_se(left), mean_and_se(right)
+    upper, upper_se = mean_and_se(cubo)
+    assert low - 4 * low_se <= truth <= high + 4 * high_se, (low, truth, high)
+    assert upper + 4 * upper_se >= truth, (upper, upper_se, truth)
