@@ -111,3 +111,30 @@ def test_listing_the_components(tmp_path, module):
         "objectives:" in result.stdout and "guides:" in result.stdout and "models:" in result.stdout
     )
     assert "trace " in result.stdout
+
+
+def _experiment_presets() -> list[str]:
+    from importlib.resources import files
+
+    folder = files("pyro_elbo_lab.conf").joinpath("experiment")
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+@pytest.mark.parametrize("preset", _experiment_presets())
+def test_experiment_presets_sweep_what_they_say(preset):
+    """A preset's sweep is the product of its params merged over config.yaml's: a guide
+    study that forgets to pin the objective silently runs every default objective too."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("pyro_elbo_lab.conf", version_base="1.3"):
+        config = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    params = config.hydra.sweeper.params
+    sizes = {key: len(str(value).split(",")) for key, value in params.items()}
+    if sizes.get("guide", 1) > 1:
+        assert sizes.get("objective", 1) == 1, sizes
+    runs = 1
+    for size in sizes.values():
+        runs *= size
+    assert runs <= 40, sizes
