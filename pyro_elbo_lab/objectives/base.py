@@ -116,9 +116,9 @@ def log_mean_exp(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 
 def log_sum_exp_without_each(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """:math:`\\log \\sum_{j \ne k} e^{v_j}` for every k along ``dim``, in O(K).
+    r""":math:`\log \sum_{j \ne k} e^{v_j}` for every k along ``dim``, in O(K).
 
-    From the full sum, :math:`\\log S + \\log(1 - e^{v_k - \\log S})`, which is exact
+    From the full sum, :math:`\log S + \log(1 - e^{v_k - \log S})`, which is exact
     except for a term that dominates S; that one (the maximum) is summed directly.
     """
     total = values.logsumexp(dim, keepdim=True)

@@ -73,7 +73,6 @@ class CUBO(RenyiBound):
     """
 
     minimized = True
-    supports_stratified = False
     supports_per_datapoint = False
 
     def __init__(
@@ -93,7 +92,7 @@ class CUBO(RenyiBound):
         super().__init__(1.0 - n, num_particles, max_plate_nesting, vectorize_particles)
         require_positive_int("objective.warmup_steps", warmup_steps, minimum=0)
         self.n = float(n)
-        self.supports_stratified = False
+        self.supports_stratified = False  # its LOO-normalised gradient assumes iid draws
         self.warmup_steps = warmup_steps
         self.steps_taken = 0
 
