@@ -2,8 +2,8 @@
 
 Our own components register with a decorator::
 
-    @objectives.register("iwae", requires_reparam=True)
-    class IWAE(ParticleELBO): ...
+    @objectives.register("iwae")
+    class IWAE(ParticleObjective): ...
 
 Third-party packages register theirs without a fork through Python entry points, one
 group per kind (``pyro_elbo_lab.objectives``, ``pyro_elbo_lab.guides``,
@@ -38,8 +38,9 @@ class Component:
     """A registered factory with its name, one-line description and traits.
 
     Traits are facts the lab checks before any compute, e.g. ``requires_reparam``
-    (objective needs reparameterised guide samples) or ``enumerates`` (objective
-    marginalises discrete latents by enumeration).
+    (objective needs reparameterised guide samples; objectives on the engine state it
+    on the built instance instead, since it can depend on their options) or
+    ``enumerates`` (objective marginalises discrete latents by enumeration).
     """
 
     name: str

@@ -115,6 +115,11 @@ def log_mean_exp(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return values.logsumexp(dim) - math.log(values.shape[dim])
 
 
+def leave_one_out_mean(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    r""":math:`\frac{1}{K-1}\sum_{j \ne k} v_j` for every k along ``dim`` (K >= 2)."""
+    return (values.sum(dim, keepdim=True) - values) / (values.shape[dim] - 1)
+
+
 def log_sum_exp_without_each(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
     r""":math:`\log \sum_{j \ne k} e^{v_j}` for every k along ``dim``, in O(K).
 

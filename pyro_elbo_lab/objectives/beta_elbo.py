@@ -12,7 +12,7 @@ from pyro_elbo_lab.objectives.particles import SiteReducer
 from pyro_elbo_lab.registry import objectives
 
 
-@objectives.register("beta_elbo", requires_reparam=True)
+@objectives.register("beta_elbo")
 class BetaELBO(ParticleObjective):
     r"""β-ELBO with a linear KL warm-up (Higgins et al. 2017; Bowman et al. 2016).
 

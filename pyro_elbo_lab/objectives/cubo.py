@@ -15,7 +15,7 @@ from pyro_elbo_lab.registry import objectives
 MAX_EXPONENT = 30.0
 
 
-@objectives.register("cubo", requires_reparam=True)
+@objectives.register("cubo")
 class CUBO(RenyiBound):
     r"""The χ upper bound of CHIVI (Dieng et al. 2017), minimised.
 

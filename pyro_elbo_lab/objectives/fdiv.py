@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 
 from pyro_elbo_lab.errors import ConfigError
-from pyro_elbo_lab.objectives.base import ParticleBatch, ParticleObjective, log_mean_exp
+from pyro_elbo_lab.objectives.base import (
+    ParticleBatch,
+    ParticleObjective,
+    leave_one_out_mean,
+    log_mean_exp,
+)
 from pyro_elbo_lab.objectives.csiszar import FAMILY_PARAMETERS, csiszar_function
 from pyro_elbo_lab.registry import objectives
 
@@ -112,6 +117,6 @@ class FDivergence(ParticleObjective):
         num = values.shape[0]
         signals = values.detach()
         if num > 1:
-            signals = signals - (signals.sum(0, keepdim=True) - signals) / (num - 1)
+            signals = signals - leave_one_out_mean(signals, 0)
         score = groups.scale * (signals * groups.log_q).sum() / num
         return groups.combine(values.mean(0)) + score

@@ -12,7 +12,7 @@ from pyro_elbo_lab.objectives.base import (
 from pyro_elbo_lab.registry import objectives
 
 
-@objectives.register("iwae", requires_reparam=True)
+@objectives.register("iwae")
 class IWAE(ParticleObjective):
     r"""The importance weighted bound (Burda et al. 2016).
 
@@ -52,7 +52,7 @@ class IWAE(ParticleObjective):
         return batch.groups.combine(batch.groups.particle_log_mean_exp(batch.groups.log_weights))
 
 
-@objectives.register("iwae_dreg", requires_reparam=True)
+@objectives.register("iwae_dreg")
 class IWAEDReG(IWAE):
     r"""IWAE with the doubly-reparameterised guide gradient (Tucker et al. 2019).
 

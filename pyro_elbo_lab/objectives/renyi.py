@@ -15,7 +15,7 @@ from pyro_elbo_lab.objectives.base import (
 from pyro_elbo_lab.registry import objectives
 
 
-@objectives.register("vr", requires_reparam=True)
+@objectives.register("vr")
 class RenyiBound(ParticleObjective):
     r"""The variational Rényi bound (Li & Turner 2016).
 
@@ -92,7 +92,7 @@ class RenyiBound(ParticleObjective):
         return path_surrogate(batch, guide_coefficients, normalized)
 
 
-@objectives.register("vr_max", requires_reparam=True)
+@objectives.register("vr_max")
 def vr_max(
     num_particles: int = 8,
     max_plate_nesting: int | None = None,

@@ -8,7 +8,7 @@ from pyro_elbo_lab.objectives.base import ParticleBatch, ParticleObjective
 from pyro_elbo_lab.registry import objectives
 
 
-@objectives.register("stl", requires_reparam=True)
+@objectives.register("stl")
 class StickingTheLanding(ParticleObjective):
     r"""The ELBO with the path-derivative gradient (Roeder, Wu & Duvenaud 2017).
 

@@ -7,7 +7,12 @@ import math
 import torch
 
 from pyro_elbo_lab.errors import require_positive_int
-from pyro_elbo_lab.objectives.base import ParticleBatch, log_mean_exp, log_sum_exp_without_each
+from pyro_elbo_lab.objectives.base import (
+    ParticleBatch,
+    leave_one_out_mean,
+    log_mean_exp,
+    log_sum_exp_without_each,
+)
 from pyro_elbo_lab.objectives.iwae import IWAE
 from pyro_elbo_lab.registry import objectives
 
@@ -18,7 +23,7 @@ def leave_one_out_bounds(log_weights: torch.Tensor) -> torch.Tensor:
     + \exp\frac{1}{K-1}\sum_{j\ne k}\log w_j\big)`, for ``log_weights`` of shape ``[K, G]``.
     """
     num = log_weights.shape[0]
-    others_mean = (log_weights.sum(0) - log_weights) / (num - 1)
+    others_mean = leave_one_out_mean(log_weights, 0)
     others = log_sum_exp_without_each(log_weights, 0)
     return torch.logaddexp(others, others_mean) - math.log(num)
 
