@@ -16,7 +16,7 @@ from pyro.nn.module import to_pyro_module_
 from torch.distributions import biject_to
 
 from pyro_elbo_lab.errors import ConfigError, require, require_positive_float, require_positive_int
-from pyro_elbo_lab.guides.pyro_builtin import InitLoc, guide_target, init_loc_fn
+from pyro_elbo_lab.guides.pyro_builtin import InitLoc, guide_target, init_loc_fn, latent_sites
 from pyro_elbo_lab.registry import guides
 
 PlateFactory = Callable[[torch.Tensor], pyro.plate]
@@ -174,13 +174,8 @@ def amortized(
     require_positive_float("guide.init_scale", init_scale)
     target = guide_target(model)
     data_plate = getattr(model, "data_plate", "data")
-    data = model.train_data
-    with poutine.block():
-        trace = poutine.trace(target).get_trace(data)
     local, global_ = [], []
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site["is_observed"]:
-            continue
+    for name, site in latent_sites(model).items():
         in_plate = any(frame.name == data_plate for frame in site["cond_indep_stack"])
         (local if in_plate else global_).append(name)
     if not local:

@@ -28,6 +28,17 @@ def guide_target(model: Callable[..., Any]) -> Callable[..., Any]:
     return poutine.block(model, hide=enumerated) if enumerated else model
 
 
+def latent_sites(model: Any) -> dict[str, dict]:
+    """The latent sample sites a guide of ``model`` covers, traced once on its training data."""
+    with poutine.block():
+        trace = poutine.trace(guide_target(model)).get_trace(model.train_data)
+    return {
+        name: site
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }
+
+
 def init_loc_fn(init_loc: str) -> Callable[..., Any]:
     """Pyro's ``init_to_*`` strategy named ``init_loc``."""
     require(

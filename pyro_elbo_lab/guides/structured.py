@@ -9,7 +9,7 @@ from pyro import poutine
 from pyro.infer import autoguide
 
 from pyro_elbo_lab.errors import ConfigError, require, require_positive_float
-from pyro_elbo_lab.guides.pyro_builtin import guide_target
+from pyro_elbo_lab.guides.pyro_builtin import guide_target, latent_sites
 from pyro_elbo_lab.guides.quantiles import SampledQuantiles
 from pyro_elbo_lab.registry import guides
 
@@ -84,7 +84,7 @@ def guide_list(
     """
     require(len(parts) > 0, "guide.parts needs at least one {guide: NAME, sites: [...]} entry")
     target = guide_target(model)
-    latents = _latent_sites(model)
+    latents = list(latent_sites(model))
     claimed: list[str] = []
     composed = autoguide.AutoGuideList(target)
     for index, part in enumerate(parts):
@@ -110,13 +110,3 @@ def guide_list(
     if rest:
         composed.append(guides.build("normal", ModelPart(model, rest)))
     return composed
-
-
-def _latent_sites(model: Any) -> list[str]:
-    with poutine.block():
-        trace = poutine.trace(guide_target(model)).get_trace(model.train_data)
-    return [
-        name
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"]
-    ]
