@@ -69,6 +69,13 @@ def gradient_draws(objective, model, guide, num_draws: int) -> torch.Tensor:
     return torch.stack(draws)
 
 
+def assert_mean_gradients_agree(first: torch.Tensor, second: torch.Tensor) -> None:
+    """Two sets of gradient draws ``[M, P]`` have equal means within 4 standard errors."""
+    difference = first.mean(0) - second.mean(0)
+    se = (first.var(0) / len(first) + second.var(0) / len(second)).sqrt()
+    assert (difference.abs() < 4 * se).all(), (difference, se)
+
+
 class LocalLatentModel:
     r"""z_n ~ N(0, 1), x_n | z_n ~ N(z_n, 1): every latent local, so per-datapoint bounds
     apply; exact p(x_n) = N(x_n; 0, 2) and p(z_n | x_n) = N(x_n / 2, 1/2)."""

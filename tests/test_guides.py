@@ -44,12 +44,13 @@ def _objective(name: str):
     return IWAE(num_particles=8, max_plate_nesting=1)
 
 
-def _fit(guide, objective, steps: int = 1500) -> None:
-    # lr decays from 0.05 to ~0.005, so the last iterates sit close to the optimum.
-    optim = pyro.optim.ClippedAdam({"lr": 0.05, "lrd": 0.1 ** (1 / steps)})
-    svi = SVI(MODEL, guide, optim, objective)
+def _fit(guide, objective, steps: int = 1500, model=MODEL, decay_to: float = 0.1) -> None:
+    """SVI with lr decaying from 0.05 to ``decay_to`` x 0.05, so the last iterates sit
+    close to the optimum."""
+    optim = pyro.optim.ClippedAdam({"lr": 0.05, "lrd": decay_to ** (1 / steps)})
+    svi = SVI(model, guide, optim, objective)
     for _ in range(steps):
-        svi.step(MODEL.train_data)
+        svi.step(model.train_data)
 
 
 def _draws(guide, model=MODEL, site="loc") -> torch.Tensor:
@@ -305,11 +306,8 @@ def _eight_schools_tau_errors(name: str, steps: int = 3000) -> tuple[float, floa
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     guide = guides.build(name, model)
-    optim = pyro.optim.ClippedAdam({"lr": 0.05, "lrd": 0.05 ** (1 / steps)})
     elbo = Trace_ELBO(num_particles=8, vectorize_particles=True, max_plate_nesting=1)
-    svi = SVI(model, guide, optim, elbo)
-    for _ in range(steps):
-        svi.step(model.train_data)
+    _fit(guide, elbo, steps, model=model, decay_to=0.05)
     tau = guide_draws(model, guide, (model.train_data,), ["tau"], 20_000, 1)["tau"].flatten()
     scale = reference.std()
     return float((tau.mean() - reference.mean()) / scale), float((tau.std() - scale) / scale)
