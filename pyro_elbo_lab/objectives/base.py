@@ -25,6 +25,7 @@ from pyro import poutine
 from pyro.infer import ELBO
 
 from pyro_elbo_lab.errors import ConfigError, require_positive_int
+from pyro_elbo_lab.objectives.compiled import CompiledPath
 from pyro_elbo_lab.objectives.particles import (
     LogWeights,
     guess_max_plate_nesting,
@@ -156,6 +157,12 @@ class ParticleObjective(ELBO):
         which needs a model and guide of static structure.
     :param per_datapoint: form the bound per datapoint (see :class:`WeightGroups`).
     :param data_plate: name of the model's data plate, for ``per_datapoint``.
+    :param compile: trace model and guide once into a pure step (parameters, data,
+        noise) -> (loss, gradients) and run it through ``torch.compile``
+        (:mod:`~pyro_elbo_lab.objectives.compiled`); models that are not static fall
+        back to the eager engine with a warning saying why.
+    :param compile_options: keyword arguments for ``torch.compile`` (e.g.
+        ``{"mode": "reduce-overhead"}`` for CUDA graphs on a GPU).
     """
 
     #: Whether the estimator needs log q with the variational parameters stopped.
@@ -173,6 +180,8 @@ class ParticleObjective(ELBO):
     minimized: bool = False
     #: Whether ``per_datapoint`` is meaningful for this objective.
     supports_per_datapoint: ClassVar[bool] = True
+    #: Why ``compile=True`` cannot work for this objective (None: it can).
+    compile_unsupported: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -181,8 +190,16 @@ class ParticleObjective(ELBO):
         vectorize_particles: bool = True,
         per_datapoint: bool = False,
         data_plate: str = "data",
+        *,
+        compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
         require_positive_int("objective.num_particles", num_particles)
+        if compile and self.compile_unsupported:
+            raise ConfigError(
+                f"{type(self).__name__} cannot be compiled: {self.compile_unsupported}; "
+                "set compile=false"
+            )
         if not vectorize_particles:
             raise ConfigError(
                 f"{type(self).__name__} always vectorises its particles (one pass for all K, "
@@ -203,6 +220,7 @@ class ParticleObjective(ELBO):
         )
         self.per_datapoint = per_datapoint
         self.data_plate = data_plate
+        self.compiled = CompiledPath(compile_options) if compile else None
 
     # -- what subclasses define -------------------------------------------------------
     def bound(self, batch: ParticleBatch) -> torch.Tensor:
@@ -215,6 +233,11 @@ class ParticleObjective(ELBO):
 
     def on_step(self) -> None:
         """Called once per optimisation step (``loss_and_grads``), e.g. for schedules."""
+
+    def compile_state(self) -> tuple:
+        """The objective's own state that its traced step bakes in (e.g. a warm-up
+        phase): a compiled step is built per distinct value."""
+        return ()
 
     def guide_values(self, guide: Callable, args: tuple, kwargs: dict) -> poutine.Trace | None:
         """Particle-batched guide values to weigh instead of fresh draws (e.g. chain
@@ -264,6 +287,20 @@ class ParticleObjective(ELBO):
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
     ) -> torch.Tensor:
         """Value −bound (+value when minimised); gradient the objective's estimator."""
+        if self.compiled is None:
+            return self._eager_differentiable_loss(model, guide, args, kwargs)
+        return self.compiled.differentiable_loss(
+            lambda a, k: self._eager_differentiable_loss(model, guide, a, k),
+            model,
+            guide,
+            args,
+            kwargs,
+            self.compile_state(),
+        )
+
+    def _eager_differentiable_loss(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> torch.Tensor:
         batch = self._batch(model, guide, args, kwargs, stop=self.needs_stopped_guide)
         bound = self.bound(batch)
         surrogate = self.surrogate(batch)

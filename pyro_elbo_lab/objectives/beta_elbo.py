@@ -54,11 +54,25 @@ class BetaELBO(ParticleObjective):
         num_particles: int = 1,
         max_plate_nesting: int | None = None,
         vectorize_particles: bool = True,
+        *,
+        compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
         require(beta >= 0, f"objective.beta must be >= 0, got {beta!r}")
         require(beta_start >= 0, f"objective.beta_start must be >= 0, got {beta_start!r}")
         require_positive_int("objective.warmup_steps", warmup_steps, minimum=0)
-        super().__init__(num_particles, max_plate_nesting, vectorize_particles)
+        require(
+            not (compile and warmup_steps > 0),
+            "objective.compile with a beta warm-up would trace a new step for every beta; "
+            "set warmup_steps=0 or compile=false",
+        )
+        super().__init__(
+            num_particles,
+            max_plate_nesting,
+            vectorize_particles,
+            compile=compile,
+            compile_options=compile_options,
+        )
         self.beta = float(beta)
         self.beta_start = float(beta_start)
         self.warmup_steps = warmup_steps

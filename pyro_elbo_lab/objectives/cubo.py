@@ -82,6 +82,9 @@ class CUBO(RenyiBound):
         warmup_steps: int = 100,
         max_plate_nesting: int | None = None,
         vectorize_particles: bool = True,
+        *,
+        compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
         if not (isinstance(n, int | float) and math.isfinite(n) and n > 1):
             raise ConfigError(
@@ -89,7 +92,14 @@ class CUBO(RenyiBound):
                 "from above only for n > 1 (n=2 is CHIVI's chi-square bound)"
             )
         require_positive_int("objective.num_particles", num_particles, minimum=2)
-        super().__init__(1.0 - n, num_particles, max_plate_nesting, vectorize_particles)
+        super().__init__(
+            1.0 - n,
+            num_particles,
+            max_plate_nesting,
+            vectorize_particles,
+            compile=compile,
+            compile_options=compile_options,
+        )
         require_positive_int("objective.warmup_steps", warmup_steps, minimum=0)
         self.n = float(n)
         self.supports_stratified = False  # its LOO-normalised gradient assumes iid draws
@@ -98,6 +108,9 @@ class CUBO(RenyiBound):
 
     def on_step(self) -> None:
         self.steps_taken += 1
+
+    def compile_state(self) -> tuple:
+        return (self.steps_taken < self.warmup_steps,)  # ELBO warm-up or CUBO
 
     def reset(self) -> None:
         """Start the ELBO warm-up over (before fitting another guide)."""

@@ -78,6 +78,9 @@ class FDivergence(ParticleObjective):
         vectorize_particles: bool = True,
         per_datapoint: bool = False,
         data_plate: str = "data",
+        *,
+        compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
         if gradient not in GRADIENTS:
             raise ConfigError(f"objective.gradient must be one of {GRADIENTS}, got {gradient!r}")
@@ -90,7 +93,13 @@ class FDivergence(ParticleObjective):
             )
         self.f = csiszar_function(f, given.get(wanted), self_normalized)
         super().__init__(
-            num_particles, max_plate_nesting, vectorize_particles, per_datapoint, data_plate
+            num_particles,
+            max_plate_nesting,
+            vectorize_particles,
+            per_datapoint,
+            data_plate,
+            compile=compile,
+            compile_options=compile_options,
         )
         self.name = f
         self.normalize_target = normalize_target

@@ -39,6 +39,7 @@ class MarkovianScoreClimbing(ParticleObjective):
 
     :param num_particles: K per chain (>= 2: the state plus K − 1 proposals).
     :param num_chains: independent CIS chains.
+    :param compile: not supported (the chain states change every step); refused.
 
     References: C. A. Naesseth, F. Lindsten, D. M. Blei, "Markovian Score Climbing:
     Variational Inference with KL(p||q)", NeurIPS 2020.
@@ -46,6 +47,7 @@ class MarkovianScoreClimbing(ParticleObjective):
 
     requires_reparam = False
     supports_per_datapoint = False
+    compile_unsupported = "its chain states change every step (a traced step would freeze them)"
 
     def __init__(
         self,
@@ -54,11 +56,18 @@ class MarkovianScoreClimbing(ParticleObjective):
         max_plate_nesting: int | None = None,
         vectorize_particles: bool = True,
         data_plate: str = "data",
+        *,
+        compile: bool = False,
     ) -> None:
         require_positive_int("objective.num_particles", num_particles, minimum=2)
         require_positive_int("objective.num_chains", num_chains)
         super().__init__(
-            num_particles * num_chains, max_plate_nesting, vectorize_particles, False, data_plate
+            num_particles * num_chains,
+            max_plate_nesting,
+            vectorize_particles,
+            False,
+            data_plate,
+            compile=compile,
         )
         self.particles_per_chain = num_particles
         self.num_chains = num_chains

@@ -282,16 +282,15 @@ def stopped_parameters(guide: Callable[..., Any]) -> Iterator[Callable[..., Any]
     submodule's own parameters, tied ones to the same copy. ``PyroModule`` compares the
     two and re-syncs when they differ, so they must be the very same tensor; plain
     ``nn.Parameter`` attributes (e.g. ``AutoDiagonalNormal.loc``) are reached only
-    through the module. Flow transforms' caches from the live pass are cleared.
+    through the module. The copies are plain detached tensors (a traced step, see
+    :mod:`~pyro_elbo_lab.objectives.compiled`, follows them). Flow transforms' caches
+    from the live pass are cleared.
     """
     # ParamStore.get_state()/scope() strip the ``unconstrained`` weakrefs that SVI reads
     # from param sites already traced this step, so swap the stored values in place.
     stored = pyro.get_param_store()._params
     live = dict(stored)
-    stopped = {
-        id(value): torch.nn.Parameter(value.detach(), requires_grad=False)
-        for value in live.values()
-    }
+    stopped = {id(value): value.detach() for value in live.values()}
     holders = []
     if isinstance(guide, torch.nn.Module):
         _clear_transform_caches(guide)
@@ -299,9 +298,7 @@ def stopped_parameters(guide: Callable[..., Any]) -> Iterator[Callable[..., Any]
             for name, value in module._parameters.items():
                 if value is not None:
                     holders.append((module, name, value))
-                    stopped.setdefault(
-                        id(value), torch.nn.Parameter(value.detach(), requires_grad=False)
-                    )
+                    stopped.setdefault(id(value), value.detach())
     stored.update({name: stopped[id(value)] for name, value in live.items()})
     for module, name, value in holders:
         module._parameters[name] = stopped[id(value)]

@@ -58,6 +58,9 @@ class RenyiBound(ParticleObjective):
         per_datapoint: bool = False,
         data_plate: str = "data",
         dreg: bool = False,
+        *,
+        compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
         if alpha == 1 or math.isnan(alpha) or alpha == math.inf:
             raise ConfigError(
@@ -70,7 +73,13 @@ class RenyiBound(ParticleObjective):
                 "piecewise constant in z; use dreg=false"
             )
         super().__init__(
-            num_particles, max_plate_nesting, vectorize_particles, per_datapoint, data_plate
+            num_particles,
+            max_plate_nesting,
+            vectorize_particles,
+            per_datapoint,
+            data_plate,
+            compile=compile,
+            compile_options=compile_options,
         )
         self.alpha = float(alpha)
         self.dreg = dreg

@@ -57,9 +57,18 @@ class ReweightedWakeSleep(IWAE):
         per_datapoint: bool = False,
         data_plate: str = "data",
         dreg: bool = True,
+        *,
+        compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
         super().__init__(
-            num_particles, max_plate_nesting, vectorize_particles, per_datapoint, data_plate
+            num_particles,
+            max_plate_nesting,
+            vectorize_particles,
+            per_datapoint,
+            data_plate,
+            compile=compile,
+            compile_options=compile_options,
         )
         self.dreg = dreg
         self.requires_reparam = dreg

@@ -85,6 +85,9 @@ class ThermodynamicVariationalObjective(ParticleObjective):
         vectorize_particles: bool = True,
         per_datapoint: bool = False,
         data_plate: str = "data",
+        *,
+        compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
         require_positive_int("objective.num_intervals", num_intervals)
         if partition not in PARTITIONS:
@@ -93,7 +96,13 @@ class ThermodynamicVariationalObjective(ParticleObjective):
             raise ConfigError(f"objective.sum must be one of {SUMS}, got {sum!r}")
         require(0.0 < beta_min < 1.0, f"objective.beta_min must lie in (0, 1), got {beta_min!r}")
         super().__init__(
-            num_particles, max_plate_nesting, vectorize_particles, per_datapoint, data_plate
+            num_particles,
+            max_plate_nesting,
+            vectorize_particles,
+            per_datapoint,
+            data_plate,
+            compile=compile,
+            compile_options=compile_options,
         )
         self.betas = beta_partition(num_intervals, partition, beta_min)
         self.sum = sum

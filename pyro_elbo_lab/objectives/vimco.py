@@ -64,10 +64,19 @@ class VIMCO(IWAE):
         vectorize_particles: bool = True,
         per_datapoint: bool = False,
         data_plate: str = "data",
+        *,
+        compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
         require_positive_int("objective.num_particles", num_particles, minimum=2)
         super().__init__(
-            num_particles, max_plate_nesting, vectorize_particles, per_datapoint, data_plate
+            num_particles,
+            max_plate_nesting,
+            vectorize_particles,
+            per_datapoint,
+            data_plate,
+            compile=compile,
+            compile_options=compile_options,
         )
 
     def surrogate(self, batch: ParticleBatch) -> torch.Tensor:

@@ -1,0 +1,396 @@
+r"""The compiled fast path: one traced run of model and guide becomes a pure, compiled step.
+
+For a model and guide whose structure does not change between steps, everything Pyro
+does in Python (messengers, traces, site bookkeeping) yields the same tensor program
+every time. We record that program once, with :func:`torch.fx.experimental.proxy_tensor.make_fx`,
+as a graph of ATen operations over explicit inputs,
+
+.. math::
+
+    (\theta\phi,\ x,\ \varepsilon) \;\mapsto\; \big(\mathcal L,\ \nabla_{\theta\phi}\mathcal L\big),
+
+parameters (unconstrained leaves), the model's tensor arguments (data) and the noise
+:math:`\varepsilon`, forward and backward in one graph, and hand it to ``torch.compile``.
+The noise is lifted out of the graph: the random operations that depend on no input
+(``randn``, ``randperm`` of a subsampled plate, ...) run eagerly before each call, in
+the order the eager engine would run them, so with the same RNG state the compiled
+step sees the same draws as the eager one. Random operations that do depend on the
+parameters (e.g. the gamma draws of a reparameterised Dirichlet guide) stay in the graph.
+
+Static structure is checked, not assumed: the program is traced twice on different
+draws and the two graphs must agree. A model whose Python control flow depends on
+sampled values (or that cannot be traced at all) gets a warning that names the reason,
+and the objective runs eagerly instead.
+
+The result keeps Pyro's contract: ``differentiable_loss`` returns a tensor whose
+backward deposits the graph's gradients into the live parameters, and every parameter
+is read through ``pyro.param`` so that ``SVI`` sees and steps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from torch.fx.experimental.proxy_tensor import make_fx
+
+#: How every warning of the compiled path starts.
+WARNING_PREFIX = "objective.compile: "
+
+
+class NotStaticError(RuntimeError):
+    """The model and guide do not trace to one fixed tensor program."""
+
+
+@dataclass
+class TracedStep:
+    """A pure step: ``graph(*params, *tensor_args, *noise) -> (loss, *grads)``."""
+
+    graph: Callable[..., Sequence[torch.Tensor]]
+    noise: torch.fx.GraphModule
+    param_names: tuple[str, ...]
+
+    def __call__(
+        self, params: Sequence[torch.Tensor], tensor_args: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, Sequence[torch.Tensor]]:
+        with torch.no_grad():
+            noise = self.noise()
+            loss, *grads = self.graph(*params, *tensor_args, *noise)
+        return loss, grads
+
+
+class _WithGradients(torch.autograd.Function):
+    """A loss value whose backward hands precomputed gradients to its parameters."""
+
+    @staticmethod
+    def forward(ctx: Any, loss: torch.Tensor, num_params: int, *params_and_grads: torch.Tensor):
+        ctx.grads = params_and_grads[num_params:]
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx: Any, upstream: torch.Tensor):
+        grads = [upstream * grad for grad in ctx.grads]
+        return None, None, *grads, *([None] * len(grads))
+
+
+def attach_gradients(
+    loss: torch.Tensor, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """``loss`` as a tensor whose ``backward()`` adds ``grads`` to ``params``' ``.grad``."""
+    return _WithGradients.apply(loss, len(params), *params, *grads)
+
+
+@contextlib.contextmanager
+def substituted_parameters(
+    replacements: dict[str, torch.Tensor], modules: Sequence[torch.nn.Module]
+) -> Iterator[None]:
+    """Inside, each named parameter of the param store reads as its replacement.
+
+    Both homes of a parameter, the param store and any module's ``_parameters`` entry
+    holding the same tensor, get the very same replacement object (``PyroModule``
+    re-syncs the two when they differ).
+    """
+    stored = pyro.get_param_store()._params
+    live = {name: stored[name] for name in replacements}
+    by_id = {id(value): replacements[name] for name, value in live.items()}
+    holders = [
+        (part, key, value)
+        for module in modules
+        for part in module.modules()
+        for key, value in part._parameters.items()
+        if value is not None and id(value) in by_id
+    ]
+    stored.update(replacements)
+    for module, key, value in holders:
+        module._parameters[key] = by_id[id(value)]
+    try:
+        yield
+    finally:
+        stored.update(live)
+        for module, key, value in holders:
+            module._parameters[key] = value
+
+
+def trace_step(
+    loss_fn: Callable[..., torch.Tensor],
+    param_names: Sequence[str],
+    params: Sequence[torch.Tensor],
+    tensor_args: Sequence[torch.Tensor],
+    modules: Sequence[torch.nn.Module],
+) -> torch.fx.GraphModule:
+    """Record ``loss_fn`` and its gradients as one functional ATen graph.
+
+    ``loss_fn(*tensor_args)`` is run with the parameters ``param_names`` substituted by
+    traced leaves; the graph takes ``(*params, *tensor_args)`` and returns
+    ``(loss, *grads)`` (zeros for parameters the loss does not touch).
+    """
+
+    def loss_and_grads(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        leaves, args = inputs[: len(params)], inputs[len(params) :]
+        with substituted_parameters(dict(zip(param_names, leaves, strict=True)), modules):
+            loss = loss_fn(*args)
+        grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+        grads = [
+            torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)
+        ]
+        return (loss, *grads)
+
+    leaves = [p.detach().clone().requires_grad_(True) for p in params]
+    args = [a.detach() for a in tensor_args]
+    with pyro.validation_enabled(False):  # validation branches on values; it ran eagerly
+        graph = make_fx(loss_and_grads)(*leaves, *args)
+    # Make every in-place operation (e.g. ``normal_`` on a fresh buffer) a pure one.
+    graph = make_fx(torch.func.functionalize(graph, remove="mutations_and_views"))(
+        *[leaf.detach() for leaf in leaves], *args
+    )
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    return graph
+
+
+def _is_random(node: torch.fx.Node) -> bool:
+    target = node.target
+    return node.op == "call_function" and torch.Tag.nondeterministic_seeded in getattr(
+        target, "tags", ()
+    )
+
+
+def lift_noise(graph: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule]:
+    """Split ``graph`` into a noise program and a pure program taking the noise as inputs.
+
+    The random operations that depend on no input move (with the constant operations
+    that feed them) to a graph of their own; in the main graph each becomes a new
+    trailing placeholder. Returns ``(noise, pure)``.
+    """
+    nodes = list(graph.graph.nodes)
+    depends_on_input = set()
+    for node in nodes:
+        if node.op == "placeholder" or any(arg in depends_on_input for arg in node.all_input_nodes):
+            depends_on_input.add(node)
+    lifted = [node for node in nodes if _is_random(node) and node not in depends_on_input]
+    needed = set(lifted)
+    for node in reversed(nodes):
+        if node in needed:
+            needed.update(node.all_input_nodes)
+
+    noise_graph = torch.fx.Graph()
+    copies: dict[torch.fx.Node, torch.fx.Node] = {}
+    for node in nodes:
+        if node in needed:
+            copies[node] = noise_graph.node_copy(node, lambda arg: copies[arg])
+    noise_graph.output(tuple(copies[node] for node in lifted))
+    noise = torch.fx.GraphModule(graph, noise_graph)
+
+    last_input = [node for node in nodes if node.op == "placeholder"][-1]
+    for index, node in enumerate(lifted):
+        with graph.graph.inserting_after(last_input):
+            placeholder = graph.graph.placeholder(f"noise_{index}")
+        placeholder.meta = dict(node.meta)
+        node.replace_all_uses_with(placeholder)
+        graph.graph.erase_node(node)
+        last_input = placeholder
+    graph.graph.eliminate_dead_code()
+    graph.graph.set_codegen(torch.fx.graph.CodeGen())  # plain positional inputs
+    graph.recompile()
+    noise.recompile()
+    return noise, graph
+
+
+def build_step(
+    loss_fn: Callable[..., torch.Tensor],
+    param_names: Sequence[str],
+    params: Sequence[torch.Tensor],
+    tensor_args: Sequence[torch.Tensor],
+    modules: Sequence[torch.nn.Module],
+    compile_options: dict[str, Any],
+) -> TracedStep:
+    """Trace (twice, to check the structure is static), lift the noise, compile.
+
+    :raises NotStaticError: when the two traces differ.
+    """
+    noise, pure = lift_noise(trace_step(loss_fn, param_names, params, tensor_args, modules))
+    _, again = lift_noise(trace_step(loss_fn, param_names, params, tensor_args, modules))
+    if pure.code != again.code:
+        raise NotStaticError(
+            "the model or guide traced to different programs on two draws (Python control "
+            "flow that depends on sampled values)"
+        )
+    compiled = TracedStep(torch.compile(pure, **compile_options), noise, tuple(param_names))
+    reference = TracedStep(pure, noise, tuple(param_names))
+    mismatch = _disagreement(compiled, reference, params, tensor_args)
+    if mismatch:
+        warn_fallback(
+            f"the compiled step disagrees with the traced one ({mismatch})",
+            "the traced step uncompiled (Pyro's Python overhead is still gone)",
+        )
+        return reference
+    return compiled
+
+
+def _disagreement(
+    step: TracedStep,
+    reference: TracedStep,
+    params: Sequence[torch.Tensor],
+    tensor_args: Sequence[torch.Tensor],
+) -> str | None:
+    """Run both steps on the same noise; describe the first output that differs beyond
+    float32 rounding (compiler kernels fuse and reorder), or None."""
+    with torch.random.fork_rng(devices=cuda_devices([*params, *tensor_args])):
+        outputs = step(params, tensor_args)
+    expected = reference(params, tensor_args)
+    for index, (got, want) in enumerate(zip(_flat(outputs), _flat(expected), strict=True)):
+        finite = want.isfinite()
+        if not torch.equal(got.isfinite(), finite):
+            return f"output {index} is non-finite where the traced step's is finite"
+        scale = want[finite].abs().max() if finite.any() else torch.tensor(0.0)
+        if finite.any() and (got[finite] - want[finite]).abs().max() > 1e-3 * (1 + scale):
+            return f"output {index} differs by more than 1e-3 relative"
+    return None
+
+
+def cuda_devices(tensors: Sequence[torch.Tensor]) -> list[int]:
+    """The CUDA device indices ``tensors`` live on (whose RNG states a fork must keep)."""
+    return sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
+
+
+def _flat(outputs: tuple[torch.Tensor, Sequence[torch.Tensor]]) -> list[torch.Tensor]:
+    loss, grads = outputs
+    return [loss, *grads]
+
+
+def parameters_read_by(
+    run: Callable[[], torch.Tensor],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run ``run`` once and return its result and the parameters it read, by store name
+    (their unconstrained leaves)."""
+    with poutine.trace(param_only=True) as capture:
+        result = run()
+    params = {
+        name: site["value"].unconstrained()
+        for name, site in capture.trace.nodes.items()
+        if site["type"] == "param"
+    }
+    return result, params
+
+
+def read_parameters(names: Sequence[str]) -> list[torch.Tensor]:
+    """The live unconstrained leaves of ``names``, read through ``pyro.param`` so that an
+    enclosing ``SVI`` step records (and later steps) them."""
+    return [pyro.param(name).unconstrained() for name in names]
+
+
+def warn_fallback(reason: str, instead: str = "the eager engine") -> None:
+    """Say why the compiled step does not run, and what runs instead."""
+    warnings.warn(
+        f"{WARNING_PREFIX}{reason}; running {instead} instead", RuntimeWarning, stacklevel=3
+    )
+
+
+def _split_tensors(args: tuple, kwargs: dict) -> tuple[list[torch.Tensor], Callable, tuple]:
+    """The tensor arguments (graph inputs), a function rebuilding ``(args, kwargs)`` from
+    them, and a key of everything else (baked into the graph)."""
+    keys = sorted(kwargs)
+    values = [*args, *(kwargs[key] for key in keys)]
+    positions = [i for i, value in enumerate(values) if isinstance(value, torch.Tensor)]
+    tensors = [values[i] for i in positions]
+
+    def rebuild(*new: torch.Tensor) -> tuple[tuple, dict]:
+        filled = list(values)
+        for i, tensor in zip(positions, new, strict=True):
+            filled[i] = tensor
+        return tuple(filled[: len(args)]), dict(zip(keys, filled[len(args) :], strict=True))
+
+    signature = tuple(
+        (tuple(v.shape), v.dtype, v.device) if isinstance(v, torch.Tensor) else ("value", repr(v))
+        for v in values
+    )
+    return tensors, rebuild, (tuple(keys), signature)
+
+
+def _identity(program: Callable[..., Any]) -> tuple[int, ...]:
+    """A stable key for a model or guide (a bound method is a new object per access)."""
+    if hasattr(program, "__self__") and hasattr(program, "__func__"):
+        return (id(program.__self__), id(program.__func__))
+    return (id(program),)
+
+
+class CompiledPath:
+    """An objective's compiled steps, one per (model, guide, argument signature, state).
+
+    :param compile_options: keyword arguments of ``torch.compile`` (``mode``,
+        ``backend``, ``fullgraph``, ...).
+    """
+
+    def __init__(self, compile_options: dict[str, Any] | None = None) -> None:
+        self.compile_options = dict(compile_options or {})
+        self._steps: dict[tuple, TracedStep | None] = {}
+
+    def differentiable_loss(
+        self,
+        eager: Callable[[tuple, dict], torch.Tensor],
+        model: Callable[..., Any],
+        guide: Callable[..., Any],
+        args: tuple,
+        kwargs: dict,
+        state: tuple = (),
+    ) -> torch.Tensor:
+        """``eager(args, kwargs)``'s value and gradient, from the compiled step once built.
+
+        The first call for a new key runs ``eager`` (which also initialises the
+        parameters and runs Pyro's validation), then traces and compiles; the RNG state
+        is restored afterwards, so the draws of later steps are the eager path's.
+        """
+        tensors, rebuild, signature = _split_tensors(args, kwargs)
+        key = (_identity(model), _identity(guide), signature, state)
+        if key in self._steps:
+            step = self._steps[key]
+            if step is None:
+                return eager(args, kwargs)
+            params = read_parameters(step.param_names)
+            loss, grads = step(params, tensors)
+            return attach_gradients(loss, params, grads)
+        loss, params = parameters_read_by(lambda: eager(args, kwargs))
+        modules = [part for part in (model, guide) if isinstance(part, torch.nn.Module)]
+        self._steps[key] = self._build(eager, rebuild, params, tensors, modules)
+        return loss
+
+    def _build(
+        self,
+        eager: Callable[[tuple, dict], torch.Tensor],
+        rebuild: Callable[..., tuple[tuple, dict]],
+        params: dict[str, torch.Tensor],
+        tensors: list[torch.Tensor],
+        modules: list[torch.nn.Module],
+    ) -> TracedStep | None:
+        # The tracing passes run Pyro on traced stand-ins: hide their param sites from
+        # outer handlers (SVI would step the stand-ins), and their draws from the RNG.
+        with (
+            poutine.block(),
+            torch.random.fork_rng(devices=cuda_devices([*params.values(), *tensors])),
+        ):
+            try:
+                step = build_step(
+                    lambda *new: eager(*rebuild(*new)),
+                    list(params),
+                    list(params.values()),
+                    tensors,
+                    modules,
+                    self.compile_options,
+                )
+            except NotStaticError as error:
+                warn_fallback(str(error))
+                return None
+            except Exception as error:  # any tracing or compiler failure
+                warn_fallback(
+                    f"tracing or compiling the step failed ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0] if str(error) else ''}); a model needs "
+                    "static structure and tensor operations only"
+                )
+                return None
+        return step
