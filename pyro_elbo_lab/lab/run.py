@@ -81,6 +81,12 @@ def run(
                 )
             record["metrics"]["bounds_valid"] = not components.guide_entry.trait("point_estimate")
             record["evaluation_time_s"] = time.perf_counter() - start
+            write_predictions = getattr(components.model, "write_predictions", None)
+            if output_dir is not None and write_predictions is not None:
+                with components.model.without_subsampling():
+                    record["predictions"] = write_predictions(
+                        _evaluation_guide(components), Path(output_dir)
+                    )
             record["status"] = "ok"
     except Exception as error:
         record["status"] = "failed"

@@ -1,17 +1,29 @@
-"""Bayesian Gaussian mixture with diagonal covariances."""
+"""Bayesian Gaussian mixture: diagonal or full covariance, three ways to handle assignments."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.infer import Predictive
 from pyro.ops.indexing import Vindex
 
-from pyro_elbo_lab.errors import ConfigError, require_positive_float, require_positive_int
+from pyro_elbo_lab.errors import (
+    ConfigError,
+    require,
+    require_positive_float,
+    require_positive_int,
+)
 from pyro_elbo_lab.models.base import LatentVariableModel
 from pyro_elbo_lab.registry import models
+
+ASSIGNMENTS = ("marginalized", "enumerated", "sampled")
+COVARIANCES = ("diagonal", "full")
 
 
 @models.register("gmm")
@@ -22,23 +34,36 @@ class GaussianMixture(LatentVariableModel):
 
         \pi \sim \mathrm{Dir}(\alpha 1_K), \quad
         \mu_k \sim \mathcal N(0, s_\mu^2 I_D), \quad
-        \sigma_{kd} \sim \mathrm{LogNormal}(0, s_\sigma^2), \\
-        p(x_n \mid \pi, \mu, \sigma)
-            = \sum_{k} \pi_k\, \mathcal N(x_n; \mu_k, \mathrm{diag}\,\sigma_k^2).
+        \sigma_{kd} \sim \mathrm{LogNormal}(0, s_\sigma^2), \quad
+        [L_k \sim \mathrm{LKJCholesky}(D, \eta)], \\
+        p(x_n \mid \pi, \mu, \Sigma)
+            = \sum_{k} \pi_k\, \mathcal N(x_n; \mu_k, \Sigma_k), \qquad
+        \Sigma_k = \mathrm{diag}\,\sigma_k^2 \ \text{(diagonal)} \ \text{or}\
+        \mathrm{diag}(\sigma_k) L_k L_k^\top \mathrm{diag}(\sigma_k) \ \text{(full)}.
 
-    The assignments :math:`c_n` are handled one of two ways (``assignment``):
+    The assignments :math:`c_n` are handled one of three ways (``assignment``):
 
     - ``marginalized`` (default): the sum over k is in the likelihood
-      (``MixtureSameFamily``), so the latents are all continuous and any objective and
-      guide applies;
+      (``MixtureSameFamily``, a ``logsumexp``), so the latents are all continuous and any
+      objective and guide applies;
     - ``enumerated``: ``c_n ~ Categorical(π)`` is sampled in the model with
-      ``infer={"enumerate": "parallel"}`` for Pyro's ``TraceEnum_ELBO`` (Pyro's way).
+      ``infer={"enumerate": "parallel"}`` for Pyro's ``TraceEnum_ELBO`` (Pyro's way);
+    - ``sampled``: ``c_n`` is a discrete latent the guide must sample, for
+      score-function objectives (``vimco``, ``trace_graph``); no registered guide draws
+      it yet, so this mode needs a hand-written guide.
 
+    ``subsample_size`` trains on minibatches of the data plate, scaled by N / batch, so
+    the minibatch ELBO is an unbiased estimate of the full-data ELBO (stochastic VI,
+    Hoffman et al. 2013). Data are seeded synthetic draws (weights ~ Dir(5·1), means ~
+    N(0, separation²), scales ~ U(0.3, 0.8)) or the rows of ``data_file`` (CSV or NPY,
+    one point per row), shuffled with ``seed`` and split into training and held-out rows.
     The log evidence sums over :math:`K^N` assignments and is not known; evaluation
-    estimates it. Synthetic data: weights ~ Dir(5·1), means ~ N(0, separation²), scales
-    ~ U(0.3, 0.8), all drawn from the seeded generator.
+    estimates it.
 
-    References: Bishop (2006), *Pattern Recognition and Machine Learning*, §10.2.
+    References: [1] C. Bishop, *Pattern Recognition and Machine Learning* (2006), §10.2.
+    [2] M. Hoffman, D. Blei, C. Wang, J. Paisley, "Stochastic Variational Inference",
+    JMLR 2013. [3] D. Lewandowski, D. Kurowicka, H. Joe, "Generating random correlation
+    matrices based on vines and extended onion method", J. Multivariate Analysis 2009.
     """
 
     def __init__(
@@ -46,13 +71,17 @@ class GaussianMixture(LatentVariableModel):
         *,
         num_components: int = 3,
         dim: int = 2,
-        num_train: int = 300,
+        num_train: int | None = 300,
         num_heldout: int = 200,
-        assignment: Literal["marginalized", "enumerated"] = "marginalized",
+        assignment: Literal["marginalized", "enumerated", "sampled"] = "marginalized",
+        covariance: Literal["diagonal", "full"] = "diagonal",
         weight_concentration: float = 1.0,
         loc_prior_scale: float = 5.0,
         scale_prior_scale: float = 1.0,
+        lkj_concentration: float = 1.0,
         separation: float = 3.0,
+        data_file: str | None = None,
+        subsample_size: int | None = None,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
@@ -61,27 +90,63 @@ class GaussianMixture(LatentVariableModel):
         require_positive_float("model.weight_concentration", weight_concentration)
         require_positive_float("model.loc_prior_scale", loc_prior_scale)
         require_positive_float("model.scale_prior_scale", scale_prior_scale)
+        require_positive_float("model.lkj_concentration", lkj_concentration)
         require_positive_float("model.separation", separation)
-        if assignment not in ("marginalized", "enumerated"):
-            raise ConfigError(
-                f"model.assignment must be 'marginalized' or 'enumerated', got {assignment!r}"
+        require(
+            assignment in ASSIGNMENTS,
+            f"model.assignment must be one of {', '.join(ASSIGNMENTS)}, got {assignment!r}",
+        )
+        require(
+            covariance in COVARIANCES,
+            f"model.covariance must be one of {', '.join(COVARIANCES)}, got {covariance!r}",
+        )
+        require(
+            covariance == "diagonal" or dim >= 2,
+            "model.covariance=full needs model.dim >= 2 (in one dimension use diagonal)",
+        )
+        if subsample_size is not None:
+            require_positive_int("model.subsample_size", subsample_size)
+        self.num_components = num_components
+        self.dim = dim
+        self.assignment = assignment
+        self.covariance = covariance
+        self.enumerated_sites = ("assignment",) if assignment == "enumerated" else ()
+        self.weight_concentration = float(weight_concentration)
+        self.loc_prior_scale = float(loc_prior_scale)
+        self.scale_prior_scale = float(scale_prior_scale)
+        self.lkj_concentration = float(lkj_concentration)
+        self.separation = float(separation)
+        self.subsample_size = subsample_size
+        self.file_data = None if data_file is None else load_points(data_file, dim)
+        if self.file_data is not None:
+            available = self.file_data.shape[0] - num_heldout
+            require(
+                available >= 1,
+                f"model.data_file has {self.file_data.shape[0]} rows, not enough for "
+                f"model.num_heldout={num_heldout} held-out rows and a training set",
             )
+            if num_train is None:
+                num_train = available
+            require(
+                num_train <= available,
+                f"model.num_train={num_train} but model.data_file has only {available} rows "
+                f"left after {num_heldout} held out; lower num_train (or set it to null: all)",
+            )
+        require(
+            num_train is not None,
+            "model.num_train=null (all rows) needs a model.data_file",
+        )
         if num_train < num_components:
             raise ConfigError(
                 f"model.num_train={num_train} is smaller than model.num_components="
                 f"{num_components}; use more data or fewer components"
             )
-        self.num_components = num_components
-        self.dim = dim
-        self.assignment = assignment
-        self.enumerated_sites = ("assignment",) if assignment == "enumerated" else ()
-        self.weight_concentration = float(weight_concentration)
-        self.loc_prior_scale = float(loc_prior_scale)
-        self.scale_prior_scale = float(scale_prior_scale)
-        self.separation = float(separation)
         super().__init__(num_train=num_train, num_heldout=num_heldout, seed=seed, device=device)
 
     def simulate(self, num_data: int, generator: torch.Generator) -> torch.Tensor:
+        if self.file_data is not None:
+            order = torch.randperm(self.file_data.shape[0], generator=generator)
+            return self.file_data[order[:num_data]]
         k, d = self.num_components, self.dim
         gammas = torch._standard_gamma(torch.full((k,), 5.0), generator=generator)
         self.true_weights = gammas / gammas.sum()
@@ -92,6 +157,9 @@ class GaussianMixture(LatentVariableModel):
         return self.true_locs[assignment] + self.true_scales[assignment] * noise
 
     def _global_latents(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """π, μ and the component scale (σ, or the Cholesky factor of Σ when full),
+        with the components at dim −2 of the batch so they broadcast against the data
+        plate (dim −1); a particle dim, when vectorised, stays on the left."""
         k, d = self.num_components, self.dim
         concentration = torch.full((k,), self.weight_concentration, device=self.device)
         weights = pyro.sample("weights", dist.Dirichlet(concentration))
@@ -101,33 +169,180 @@ class GaussianMixture(LatentVariableModel):
             scales = pyro.sample(
                 "scales", dist.LogNormal(zeros, self.scale_prior_scale).to_event(1)
             )
-        # The components move to dim -2 of the batch so that they broadcast against the
-        # data plate (dim -1); weights already carry a particle dim left of -1 when vectorised.
-        return weights, locs.unsqueeze(-3), scales.unsqueeze(-3)
+            correlation = None
+            if self.covariance == "full":
+                eta = torch.tensor(self.lkj_concentration, device=self.device)
+                correlation = pyro.sample("correlation", dist.LKJCholesky(d, eta))
+        return weights, locs.unsqueeze(-3), self.component_scale(scales, correlation)
+
+    def component_scale(
+        self, scales: torch.Tensor, correlation: torch.Tensor | None
+    ) -> torch.Tensor:
+        """σ ``[..., K, D]``, or diag(σ) L ``[..., K, D, D]`` when full, moved left of the
+        data plate (one more dim at −3 / −4)."""
+        if correlation is None:
+            return scales.unsqueeze(-3)
+        return (scales.unsqueeze(-1) * correlation).unsqueeze(-4)
+
+    def component(self, locs: torch.Tensor, scale: torch.Tensor) -> dist.Distribution:
+        """One Gaussian per component: diagonal scales or a Cholesky factor."""
+        if self.covariance == "full":
+            return dist.MultivariateNormal(locs, scale_tril=scale)
+        return dist.Normal(locs, scale).to_event(1)
 
     def model(self, data: torch.Tensor) -> None:
         if self.assignment == "marginalized":
             self.marginal_model(data)
             return
-        weights, locs, scales = self._global_latents()
-        with pyro.plate(self.data_plate, data.shape[0]):
-            assignment = pyro.sample(
-                "assignment", dist.Categorical(weights), infer={"enumerate": "parallel"}
+        weights, locs, scale = self._global_latents()
+        infer = {"enumerate": "parallel"} if self.assignment == "enumerated" else {}
+        with self.data_plate_over(data) as index:
+            assignment = pyro.sample("assignment", dist.Categorical(weights), infer=infer)
+            chosen_scale = (
+                Vindex(scale)[..., assignment, :, :]
+                if self.covariance == "full"
+                else Vindex(scale)[..., assignment, :]
             )
-            component = dist.Normal(
-                Vindex(locs)[..., assignment, :], Vindex(scales)[..., assignment, :]
-            )
-            pyro.sample("obs", component.to_event(1), obs=data)
+            component = self.component(Vindex(locs)[..., assignment, :], chosen_scale)
+            pyro.sample("obs", component, obs=data[index])
 
     def marginal_model(self, data: torch.Tensor) -> None:
-        weights, locs, scales = self._global_latents()
-        with pyro.plate(self.data_plate, data.shape[0]):
-            pyro.sample("obs", self.likelihood(weights, locs, scales), obs=data)
+        weights, locs, scale = self._global_latents()
+        with self.data_plate_over(data) as index:
+            pyro.sample("obs", self.likelihood(weights, locs, scale), obs=data[index])
 
-    @staticmethod
     def likelihood(
-        weights: torch.Tensor, locs: torch.Tensor, scales: torch.Tensor
+        self, weights: torch.Tensor, locs: torch.Tensor, scale: torch.Tensor
     ) -> dist.Distribution:
-        """p(x | π, μ, σ) with the assignment summed out (``logsumexp`` over components)."""
-        components = dist.Normal(locs, scales).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(probs=weights), components)
+        """p(x | π, μ, Σ) with the assignment summed out (``logsumexp`` over components)."""
+        return dist.MixtureSameFamily(dist.Categorical(probs=weights), self.component(locs, scale))
+
+    def cluster_probabilities(
+        self, data: torch.Tensor, weights: torch.Tensor, locs: torch.Tensor, scale: torch.Tensor
+    ) -> torch.Tensor:
+        r""":math:`p(c_n = k \mid x_n, \pi, \mu, \Sigma) \propto \pi_k \mathcal N(x_n; \mu_k,
+        \Sigma_k)` for parameters shaped as :meth:`_global_latents` returns them,
+        ``[..., N, K]``."""
+        log_joint = self.component(locs, scale).log_prob(data.unsqueeze(-2))
+        log_joint = log_joint + weights.unsqueeze(-2).log()
+        return torch.softmax(log_joint, -1)
+
+    def write_predictions(self, guide: Callable, directory: Path) -> dict[str, str]:
+        """Held-out cluster probabilities, averaged over 200 draws of the guide
+        (``heldout_cluster_probabilities.npy``, ``[N_heldout, K]``), and a plot of the
+        fitted mixture at the guide's posterior median (``mixture.png``: training points
+        coloured by their most probable component, 1- and 2-sd ellipses of each
+        component in the first two coordinates). Returns the file names."""
+        directory.mkdir(parents=True, exist_ok=True)
+        sites = ["weights", "locs", "scales", "correlation"]
+        with torch.no_grad():
+            draws = Predictive(guide, num_samples=200, return_sites=sites, parallel=True)(
+                self.train_data
+            )
+            k, d = self.num_components, self.dim
+            event = {"weights": (k,), "locs": (k, d), "scales": (k, d), "correlation": (k, d, d)}
+            # Predictive's sample dim sits left of the guide's plates: flatten it to [S, ...]
+            draws = {name: value.reshape(-1, *event[name]) for name, value in draws.items()}
+            probabilities = self.cluster_probabilities(
+                self.heldout_data,
+                draws["weights"],
+                draws["locs"].unsqueeze(-3),
+                self.component_scale(draws["scales"], draws.get("correlation")),
+            ).mean(0)
+            np.save(directory / "heldout_cluster_probabilities.npy", probabilities.cpu().numpy())
+            median = {name: draws[name].median(0).values for name in draws}
+            if "correlation" in median:  # the elementwise median of Cholesky factors is not one
+                median["correlation"] = torch.linalg.cholesky(
+                    (draws["correlation"] @ draws["correlation"].transpose(-1, -2)).mean(0)
+                )
+            scale = self.component_scale(median["scales"], median.get("correlation"))
+            labels = self.cluster_probabilities(
+                self.train_data, median["weights"], median["locs"].unsqueeze(-3), scale
+            ).argmax(-1)
+        plot_mixture(
+            self.train_data,
+            labels,
+            median["locs"],
+            scale.squeeze(-4 if self.covariance == "full" else -3),
+            self.covariance == "full",
+            directory / "mixture.png",
+        )
+        return {"cluster_probabilities": "heldout_cluster_probabilities.npy", "plot": "mixture.png"}
+
+
+def plot_mixture(
+    points: torch.Tensor,
+    labels: torch.Tensor,
+    locs: torch.Tensor,
+    scale: torch.Tensor,
+    full: bool,
+    path: Path,
+) -> None:
+    """Points coloured by component and each component's 1- and 2-sd ellipses (first two
+    coordinates; one-dimensional data are drawn against zero)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Ellipse
+
+    points, labels, locs, scale = (t.detach().cpu() for t in (points, labels, locs, scale))
+    two_d = points.shape[1] >= 2
+    xy = points[:, :2] if two_d else torch.stack([points[:, 0], torch.zeros(len(points))], 1)
+    figure, axis = plt.subplots(figsize=(5, 5))
+    shown = torch.randperm(len(xy), generator=torch.Generator().manual_seed(0))[:5000]
+    colours = [f"C{int(label) % 10}" for label in labels[shown]]
+    axis.scatter(xy[shown, 0], xy[shown, 1], c=colours, s=4, alpha=0.5)
+    for k in range(locs.shape[0]):
+        if full:
+            covariance = (scale[k] @ scale[k].T)[:2, :2]
+        else:
+            covariance = torch.diag(scale[k, : min(2, scale.shape[1])] ** 2)
+        if not two_d:
+            covariance = torch.diag(torch.stack([covariance[0, 0], torch.tensor(1e-6)]))
+        values, vectors = torch.linalg.eigh(covariance)
+        angle = float(torch.rad2deg(torch.atan2(vectors[1, 1], vectors[0, 1])))
+        centre = (float(locs[k, 0]), float(locs[k, 1]) if two_d else 0.0)
+        for radius in (1, 2):
+            width, height = (2 * radius * values.clamp(min=0).sqrt()).flip(0).tolist()
+            axis.add_patch(
+                Ellipse(centre, width, height, angle=angle, fill=False, color=f"C{k % 10}")
+            )
+        axis.plot(*centre, "k+")
+    axis.set_title(f"fitted mixture: {locs.shape[0]} components (posterior median)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def load_points(path: str | Path, dim: int) -> torch.Tensor:
+    """Rows of a CSV (comma-separated, optional header) or NPY file as float32 ``[N, D]``."""
+    path = Path(path)
+    require(path.is_file(), f"model.data_file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        array = np.load(path)
+    elif suffix == ".csv":
+        with path.open() as lines:
+            first = lines.readline()
+        try:
+            [float(value) for value in first.split(",")]
+            header = 0
+        except ValueError:  # a header row of column names
+            header = 1
+        array = np.loadtxt(path, delimiter=",", skiprows=header, ndmin=2)
+    else:
+        raise ConfigError(f"model.data_file must be a .csv or .npy file, got {str(path)!r}")
+    require(
+        array.ndim == 2 and array.shape[1] == dim,
+        f"model.data_file {path.name} holds an array of shape {array.shape}; expected "
+        f"(num_points, {dim}) for model.dim={dim} (one point per row)",
+    )
+    points = torch.as_tensor(array, dtype=torch.float32)
+    require(
+        bool(points.isfinite().all()),
+        f"model.data_file {path.name} has NaN or infinite entries (rows "
+        f"{torch.nonzero(~points.isfinite().all(1)).flatten()[:5].tolist()}...); clean "
+        "or drop them first",
+    )
+    return points
