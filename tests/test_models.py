@@ -126,7 +126,7 @@ def test_gmm_rejects_fewer_points_than_components():
     [
         ({"num_components": 0}, "model.num_components must be an integer >= 1"),
         ({"dim": -1}, "model.dim must be an integer >= 1"),
-        ({"assignment": "sampled"}, "model.assignment must be 'marginalized' or 'enumerated'"),
+        ({"assignment": "gibbs"}, "model.assignment must be one of marginalized, enumerated"),
         ({"loc_prior_scale": 0.0}, "model.loc_prior_scale must be a finite number > 0"),
     ],
 )
