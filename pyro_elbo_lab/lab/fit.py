@@ -13,7 +13,9 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
+from pyro_elbo_lab.compiled_svi import CompiledSVI
 from pyro_elbo_lab.lab.components import Components
+from pyro_elbo_lab.optim import FusedAdam
 
 PARAMETER_CHECK_EVERY = 25
 
@@ -74,6 +76,15 @@ def _parameters_finite() -> bool:
     return not values or bool(torch.stack([value.isfinite().all() for value in values]).all())
 
 
+def _svi(components: Components) -> SVI:
+    """SVI, or :class:`CompiledSVI` (the Adam step compiled with the loss) when the
+    objective is compiled and the optimiser is ``fused_adam``."""
+    objective, optim = components.objective, components.optim
+    if getattr(objective, "compiled", None) is not None and isinstance(optim, FusedAdam):
+        return CompiledSVI(components.model, components.guide, optim, objective)
+    return SVI(components.model, components.guide, optim, loss=objective)
+
+
 def fit(
     components: Components, steps: int, progress_bar: bool = True, label: str = ""
 ) -> FitResult:
@@ -83,7 +94,7 @@ def fit(
     ``reports_loss=False``, such as tail-adaptive, record NaN instead) or non-finite
     parameters, checked every ``PARAMETER_CHECK_EVERY`` steps and at the end.
     """
-    svi = SVI(components.model, components.guide, components.optim, loss=components.objective)
+    svi = _svi(components)
     reports_loss = components.objective_entry.trait("reports_loss", True)
     data = components.model.train_data
     result = FitResult()

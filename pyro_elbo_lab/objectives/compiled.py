@@ -55,6 +55,10 @@ class TracedStep:
     graph: Callable[..., Sequence[torch.Tensor]]
     noise: torch.fx.GraphModule
     param_names: tuple[str, ...]
+    #: the same step as an FX graph, uncompiled (to trace further steps through it)
+    traced: torch.fx.GraphModule
+    #: whether ``graph`` went through ``torch.compile`` (False: it is ``traced``)
+    compiled: bool
 
     def __call__(
         self, params: Sequence[torch.Tensor], tensor_args: Sequence[torch.Tensor]
@@ -221,8 +225,9 @@ def build_step(
             "the model or guide traced to different programs on two draws (Python control "
             "flow that depends on sampled values)"
         )
-    compiled = TracedStep(torch.compile(pure, **compile_options), noise, tuple(param_names))
-    reference = TracedStep(pure, noise, tuple(param_names))
+    names = tuple(param_names)
+    compiled = TracedStep(torch.compile(pure, **compile_options), noise, names, pure, True)
+    reference = TracedStep(pure, noise, names, pure, False)
     mismatch = _disagreement(compiled, reference, params, tensor_args)
     if mismatch:
         warn_fallback(
@@ -347,7 +352,7 @@ class CompiledPath:
         is restored afterwards, so the draws of later steps are the eager path's.
         """
         tensors, rebuild, signature = _split_tensors(args, kwargs)
-        key = (_identity(model), _identity(guide), signature, state)
+        key = self._key(model, guide, signature, state)
         if key in self._steps:
             step = self._steps[key]
             if step is None:
@@ -359,6 +364,27 @@ class CompiledPath:
         modules = [part for part in (model, guide) if isinstance(part, torch.nn.Module)]
         self._steps[key] = self._build(eager, rebuild, params, tensors, modules)
         return loss
+
+    def step_for(
+        self,
+        model: Callable[..., Any],
+        guide: Callable[..., Any],
+        args: tuple,
+        kwargs: dict,
+        state: tuple = (),
+    ) -> TracedStep | None:
+        """The built step for these arguments, or None (not built yet, or eager)."""
+        signature = _split_tensors(args, kwargs)[2]
+        return self._steps.get(self._key(model, guide, signature, state))
+
+    @staticmethod
+    def tensor_arguments(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+        """The tensors among ``args`` and ``kwargs``, in the order a step takes them."""
+        return _split_tensors(args, kwargs)[0]
+
+    @staticmethod
+    def _key(model: Callable, guide: Callable, signature: tuple, state: tuple) -> tuple:
+        return (_identity(model), _identity(guide), signature, state)
 
     def _build(
         self,

@@ -1,0 +1,157 @@
+r"""SVI whose whole update, loss, gradients and Adam step, is one compiled graph.
+
+With ``objective.compile=true`` the loss and its gradients already run as one compiled
+graph (:mod:`pyro_elbo_lab.objectives.compiled`); what is left of a step on a small
+model is Python: Pyro's SVI bookkeeping, autograd's hand-over of the gradients and the
+optimiser's per-tensor kernels. :class:`CompiledSVI` traces the objective's pure step
+together with Adam's update,
+
+.. math::
+
+    (\phi, m, v, t, x, \varepsilon) \mapsto (\mathcal L, \phi', m', v'), \qquad
+    m' = \beta_1 m + (1-\beta_1) g,\ v' = \beta_2 v + (1-\beta_2) g^2,\
+    \phi' = \phi - \eta \frac{m' / (1-\beta_1^{t})}{\sqrt{v' / (1-\beta_2^{t})} + \epsilon},
+
+(Kingma & Ba 2015, as ``torch.optim.Adam`` computes it), compiles that, and writes the
+new parameters back in place: the way NumPyro jit-compiles its whole update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer import SVI
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from pyro_elbo_lab.errors import ConfigError
+from pyro_elbo_lab.objectives.base import ParticleObjective
+from pyro_elbo_lab.objectives.compiled import TracedStep, cuda_devices
+from pyro_elbo_lab.optim import FusedAdam
+
+SUPPORTED_ADAM_OPTIONS = frozenset({"lr", "betas", "eps", "weight_decay"})
+
+
+def adam_update(
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    first: Sequence[torch.Tensor],
+    second: Sequence[torch.Tensor],
+    step: torch.Tensor,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """One Adam step, functional: ``step`` is the 1-based count after this update."""
+    beta1, beta2 = betas
+    new_params, new_first, new_second = [], [], []
+    for param, grad, m, v in zip(params, grads, first, second, strict=True):
+        if weight_decay:
+            grad = grad + weight_decay * param
+        m = beta1 * m + (1 - beta1) * grad
+        v = beta2 * v + (1 - beta2) * grad * grad
+        m_hat = m / (1 - beta1**step)
+        v_hat = v / (1 - beta2**step)
+        new_params.append(param - lr * m_hat / (v_hat.sqrt() + eps))
+        new_first.append(m)
+        new_second.append(v)
+    return new_params, new_first, new_second
+
+
+class CompiledSVI(SVI):
+    """``pyro.infer.SVI`` with the update compiled into the objective's traced step.
+
+    Needs an engine objective built with ``compile=True`` and :class:`FusedAdam` (plain
+    Adam options: ``lr``, ``betas``, ``eps``, ``weight_decay``). The first step for a new
+    argument signature runs as plain SVI (it sets up the guide and traces the loss);
+    later steps run the compiled update. Where the objective fell back to the eager
+    engine, so does this. Adam's moments carry over from the first step, so the run
+    follows ``SVI`` with ``FusedAdam`` to float rounding.
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        guide: Callable[..., Any],
+        optim: FusedAdam,
+        loss: ParticleObjective,
+    ) -> None:
+        if not (isinstance(loss, ParticleObjective) and loss.compiled is not None):
+            raise ConfigError(
+                "CompiledSVI needs an objective of this package built with compile=true"
+            )
+        if not isinstance(optim, FusedAdam):
+            raise ConfigError("CompiledSVI needs optim=fused_adam (pyro_elbo_lab.optim.FusedAdam)")
+        unsupported = set(optim.pt_optim_args) - SUPPORTED_ADAM_OPTIONS
+        if unsupported:
+            raise ConfigError(
+                f"CompiledSVI compiles plain Adam; optim_args {sorted(unsupported)} are not "
+                f"supported (use {sorted(SUPPORTED_ADAM_OPTIONS)})"
+            )
+        super().__init__(model, guide, optim, loss)
+        self.objective = loss  # SVI keeps only its loss methods
+        self._updates: dict[int, tuple[Callable, list[torch.Tensor], list[torch.Tensor]]] = {}
+        self._count = torch.zeros(())
+
+    def step(self, *args: Any, **kwargs: Any) -> float:
+        """One update; returns the loss (as ``SVI.step``)."""
+        compiled = self.objective.compiled
+        state = self.objective.compile_state()
+        traced = compiled.step_for(self.model, self.guide, args, kwargs, state)
+        if traced is None:  # not built yet (this step builds it) or not static (eager)
+            loss = super().step(*args, **kwargs)
+            self._count = self._count + 1
+            return loss
+        store = pyro.get_param_store()._params
+        params = [store[name] for name in traced.param_names]
+        if id(traced) not in self._updates:
+            self._updates[id(traced)] = self._build(traced, params, args, kwargs)
+        update, first, second = self._updates[id(traced)]
+        tensors = compiled.tensor_arguments(args, kwargs)
+        self._count = self._count + 1
+        with torch.no_grad():
+            noise = traced.noise()
+            loss, *rest = update(*params, *first, *second, self._count, *tensors, *noise)
+            count = len(params)
+            for target, value in zip(params, rest[:count], strict=True):
+                target.copy_(value)
+            first[:] = rest[count : 2 * count]
+            second[:] = rest[2 * count :]
+        return float(loss)
+
+    def _build(
+        self, traced: TracedStep, params: list[torch.Tensor], args: tuple, kwargs: dict
+    ) -> tuple[Callable, list[torch.Tensor], list[torch.Tensor]]:
+        options = dict(self.optim.pt_optim_args)
+        count = len(params)
+        pure = traced.traced
+
+        def update(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            param, first, second = (inputs[i * count : (i + 1) * count] for i in range(3))
+            step, rest = inputs[3 * count], inputs[3 * count + 1 :]
+            loss, *grads = pure(*param, *rest)
+            new = adam_update(param, grads, first, second, step, **options)
+            return (loss, *new[0], *new[1], *new[2])
+
+        first, second = self._moments(params)
+        tensors = self.objective.compiled.tensor_arguments(args, kwargs)
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices([*params, *tensors])):
+            example = [*params, *first, *second, self._count + 1, *tensors, *traced.noise()]
+            graph = make_fx(update)(*[t.detach() for t in example])
+        if traced.compiled:  # else the compiler disagreed with the traced step: stay traced
+            graph = torch.compile(graph, **self.objective.compiled.compile_options)
+        return graph, first, second
+
+    def _moments(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Adam's running moments of ``params`` from the eager steps (zeros if none)."""
+        state = self.optim._optimizer.state if self.optim._optimizer is not None else {}
+        first = [
+            state.get(p, {}).get("exp_avg", torch.zeros_like(p)).detach().clone() for p in params
+        ]
+        second = [
+            state.get(p, {}).get("exp_avg_sq", torch.zeros_like(p)).detach().clone() for p in params
+        ]
+        return first, second
