@@ -108,8 +108,18 @@ def vr_max(
     vectorize_particles: bool = True,
     per_datapoint: bool = False,
     data_plate: str = "data",
+    *,
+    compile: bool = False,
+    compile_options: dict | None = None,
 ) -> RenyiBound:
     """VR-max (Li & Turner 2016): the VR bound at alpha=-inf, max_k log w_k."""
     return RenyiBound(
-        -math.inf, num_particles, max_plate_nesting, vectorize_particles, per_datapoint, data_plate
+        -math.inf,
+        num_particles,
+        max_plate_nesting,
+        vectorize_particles,
+        per_datapoint,
+        data_plate,
+        compile=compile,
+        compile_options=compile_options,
     )
