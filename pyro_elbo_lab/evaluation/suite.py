@@ -66,9 +66,10 @@ def evaluate_guide(
     Gaussian, ``gradient`` SNR/variance of ``objective`` per
     parameter group, and ``samples``, every sample size used. Importance weights use
     :meth:`LatentVariableModel.marginal_model`, so models that enumerate discrete
-    latents in training are measured on the same continuous joint.
+    latents in training are measured on the same continuous joint (models whose guide
+    samples the discrete latents are measured on that joint: ``evaluation_model``).
     """
-    target = model.marginal_model
+    target = model.evaluation_model
     args = (model.train_data,)
     common = {
         "max_plate_nesting": model.max_plate_nesting,

@@ -2,6 +2,7 @@
 
 from pyro_elbo_lab.guides import pyro_builtin, structured
 from pyro_elbo_lab.guides.amortized import AutoAmortizedNormal
+from pyro_elbo_lab.guides.discrete import AutoLocalCategorical
 from pyro_elbo_lab.guides.flows import AutoFlow, AutoIAF
 from pyro_elbo_lab.guides.mixture import AutoGaussianMixture
 from pyro_elbo_lab.guides.pyro_builtin import guide_target
@@ -12,6 +13,7 @@ __all__ = [
     "AutoFlow",
     "AutoGaussianMixture",
     "AutoIAF",
+    "AutoLocalCategorical",
     "AutoMultivariateStudentT",
     "guide_target",
     "pyro_builtin",

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pyro import poutine
 from pyro.infer import autoguide
 from pyro.infer.autoguide import initialization
+from pyro.poutine.util import site_is_subsample
 
 from pyro_elbo_lab.errors import require, require_positive_float, require_positive_int
 from pyro_elbo_lab.registry import guides
@@ -35,7 +36,7 @@ def latent_sites(model: Any) -> dict[str, dict]:
     return {
         name: site
         for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"]
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
     }
 
 

@@ -96,6 +96,11 @@ class LatentVariableModel(abc.ABC):
         """
         self.model(data)
 
+    def evaluation_model(self, data: torch.Tensor) -> None:
+        """The program evaluation weighs a fitted guide against: :meth:`marginal_model`,
+        or the sampling model where the guide itself draws the discrete latents."""
+        self.marginal_model(data)
+
     def __call__(self, data: torch.Tensor | None = None) -> None:
         self.model(self.train_data if data is None else self.check_data(data))
 
