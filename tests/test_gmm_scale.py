@@ -21,7 +21,13 @@ from pyro.infer.autoguide import AutoNormal
 from pyro_elbo_lab.compiled_svi import CompiledSVI
 from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.models import GaussianMixture
-from pyro_elbo_lab.objectives import IWAE, BetaELBO, MarkovianScoreClimbing, ParticleObjective
+from pyro_elbo_lab.objectives import (
+    IWAE,
+    VIMCO,
+    BetaELBO,
+    MarkovianScoreClimbing,
+    ParticleObjective,
+)
 from pyro_elbo_lab.objectives.compiled import WARNING_PREFIX
 from pyro_elbo_lab.optim import FusedAdam
 from pyro_elbo_lab.registry import objectives
@@ -331,3 +337,23 @@ def test_the_lab_compiles_the_whole_step_when_asked(compose_config):
     config = compose_config(*overrides)
     assert isinstance(_svi(build_components(config)), CompiledSVI)
     assert run(config)["status"] == "ok"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["trace_graph", "vimco"])
+def test_score_function_objectives_train_the_sampled_assignment_gmm(name):
+    """Sampled assignments with a per-point categorical guide: the score-function
+    objectives this mode is for both train it (the loss falls by more than half)."""
+    from pyro.infer import TraceGraph_ELBO
+
+    from pyro_elbo_lab.registry import guides
+
+    model = GaussianMixture(num_components=3, num_train=100, assignment="sampled")
+    guide = guides.build("discrete_local", model)
+    objective = (
+        TraceGraph_ELBO(max_plate_nesting=1) if name == "trace_graph" else VIMCO(num_particles=8)
+    )
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), objective)
+    losses = [svi.step(model.train_data) for _ in range(300)]
+    assert np.mean(losses[-30:]) < 0.5 * np.mean(losses[:10])
+    assert guide.median(model.train_data)["assignment"].shape == (100,)

@@ -111,6 +111,8 @@ class GaussianMixture(LatentVariableModel):
         self.assignment = assignment
         self.covariance = covariance
         self.enumerated_sites = ("assignment",) if assignment == "enumerated" else ()
+        # sampled: the guide draws one assignment per point (held-out points have none)
+        self.has_local_latents = assignment == "sampled"
         self.weight_concentration = float(weight_concentration)
         self.loc_prior_scale = float(loc_prior_scale)
         self.scale_prior_scale = float(scale_prior_scale)
@@ -142,6 +144,17 @@ class GaussianMixture(LatentVariableModel):
                 f"{num_components}; use more data or fewer components"
             )
         super().__init__(num_train=num_train, num_heldout=num_heldout, seed=seed, device=device)
+        # The priors' tensors live on the device once: no host-to-device copy per step.
+        self._prior = {
+            name: torch.as_tensor(value, dtype=torch.float32, device=self.device)
+            for name, value in {
+                "concentration": [self.weight_concentration] * num_components,
+                "zeros": [0.0] * dim,
+                "loc_scale": self.loc_prior_scale,
+                "scale_scale": self.scale_prior_scale,
+                "lkj_concentration": self.lkj_concentration,
+            }.items()
+        }
 
     def simulate(self, num_data: int, generator: torch.Generator) -> torch.Tensor:
         if self.file_data is not None:
@@ -160,19 +173,17 @@ class GaussianMixture(LatentVariableModel):
         """π, μ and the component scale (σ, or the Cholesky factor of Σ when full),
         with the components at dim −2 of the batch so they broadcast against the data
         plate (dim −1); a particle dim, when vectorised, stays on the left."""
-        k, d = self.num_components, self.dim
-        concentration = torch.full((k,), self.weight_concentration, device=self.device)
-        weights = pyro.sample("weights", dist.Dirichlet(concentration))
-        zeros = torch.zeros(d, device=self.device)
-        with pyro.plate("components", k):
-            locs = pyro.sample("locs", dist.Normal(zeros, self.loc_prior_scale).to_event(1))
+        prior = self._prior
+        weights = pyro.sample("weights", dist.Dirichlet(prior["concentration"]))
+        with pyro.plate("components", self.num_components):
+            locs = pyro.sample("locs", dist.Normal(prior["zeros"], prior["loc_scale"]).to_event(1))
             scales = pyro.sample(
-                "scales", dist.LogNormal(zeros, self.scale_prior_scale).to_event(1)
+                "scales", dist.LogNormal(prior["zeros"], prior["scale_scale"]).to_event(1)
             )
             correlation = None
             if self.covariance == "full":
-                eta = torch.tensor(self.lkj_concentration, device=self.device)
-                correlation = pyro.sample("correlation", dist.LKJCholesky(d, eta))
+                lkj = dist.LKJCholesky(self.dim, prior["lkj_concentration"])
+                correlation = pyro.sample("correlation", lkj)
         return weights, locs.unsqueeze(-3), self.component_scale(scales, correlation)
 
     def component_scale(
@@ -205,6 +216,11 @@ class GaussianMixture(LatentVariableModel):
             )
             component = self.component(Vindex(locs)[..., assignment, :], chosen_scale)
             pyro.sample("obs", component, obs=data[index])
+
+    def evaluation_model(self, data: torch.Tensor) -> None:
+        """Sampled assignments are part of what the guide draws, so evaluation weighs
+        the sampling model; otherwise the marginalised one."""
+        (self.model if self.assignment == "sampled" else self.marginal_model)(data)
 
     def marginal_model(self, data: torch.Tensor) -> None:
         weights, locs, scale = self._global_latents()
