@@ -26,3 +26,25 @@ def test_objective_speed_benchmark_writes_ratios_against_trace(tmp_path):
     assert {row["particles"] for row in rows} >= {"1", "8", "64"}
     assert all(float(row["ratio_to_trace_k1"]) > 0 for row in rows)
     assert "× Trace_ELBO(K=1)" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_gmm_scale_benchmark_writes_its_tables(tmp_path):
+    script = EXPERIMENTS / "gmm_scale" / "benchmark.py"
+    subprocess.run(
+        [sys.executable, str(script), "--quick", "--shapes", "5x2", "--output", str(tmp_path)],
+        check=True, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    with (tmp_path / "results.csv").open() as handle:
+        rows = {row["method"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {
+        "ours_compiled", "ours_eager", "pyro_trace_enum", "pyro_jit_trace_enum",
+        "torch_eager", "numpyro_jit",
+    }  # fmt: skip
+    for method in ("ours_compiled", "ours_eager", "pyro_trace_enum", "torch_eager"):
+        assert float(rows[method]["steps_per_s"]) > 0, rows[method]
+    # a benchmark-only library that is missing is recorded, not fatal
+    numpyro = rows["numpyro_jit"]
+    assert float(numpyro["steps_per_s"] or 0) > 0 or "not installed" in numpyro["error"]
+    assert "ours / NumPyro" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "runs.jsonl").read_text().count("\n") == 6

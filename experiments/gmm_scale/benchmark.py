@@ -23,7 +23,8 @@ Each measurement runs in its own process (clean peak RSS, no shared compiler cac
 
 scikit-learn, NumPyro and JAX are benchmark-only extras (``pip install
 'pyro-elbo-lab[benchmark]'``); methods whose library is missing are recorded as such.
-Writes ``results.csv``, ``results.md``, ``quality.csv`` and ``quality.png`` beside this file.
+Writes ``results.csv``, ``results.md``, ``quality.csv``, ``quality.png`` and the raw
+measurements ``runs.jsonl`` beside this file (``--report-only runs.jsonl`` rebuilds the rest).
 """
 
 from __future__ import annotations
@@ -360,12 +361,22 @@ def main() -> None:
     )
     parser.add_argument("--quality-sizes", type=int, nargs="+", default=[10**5, 10**6])
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--report-only", type=Path, help="rebuild the reports from a runs.jsonl of measurements"
+    )
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(run_worker(json.loads(args.worker))))
         return
+    from report import read_runs, write_reports  # beside this script
+
+    if args.report_only:
+        rows, quality = read_runs(args.report_only)
+        write_reports(rows, quality, args.output, machine())
+        return
     sizes = [10**3] if args.quick else args.sizes
     args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "runs.jsonl").unlink(missing_ok=True)
     rows = []
     shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes]
     for n in sizes:
@@ -373,7 +384,7 @@ def main() -> None:
             for method in SPEED_METHODS:
                 job = {"kind": "speed", "method": method, "n": n, "k": k, "d": d}
                 rows.append(spawn(job, args.timeout))
-                print(json.dumps(rows[-1]), flush=True)
+                log(rows[-1], args.output)
     quality = []
     for n in [] if args.quick else args.quality_sizes:
         for method in QUALITY_METHODS:
@@ -390,10 +401,16 @@ def main() -> None:
                 "batch": 10_000,
             }
             quality.append(spawn(job, args.timeout * 4))
-            print(json.dumps(quality[-1]), flush=True)
-    from report import write_reports  # beside this script
-
+            log(quality[-1], args.output)
     write_reports(rows, quality, args.output, machine())
+
+
+def log(result: dict, output: Path) -> None:
+    """Print one measurement and append it to ``runs.jsonl`` (the raw record of a run)."""
+    line = json.dumps(result)
+    print(line, flush=True)
+    with (output / "runs.jsonl").open("a") as runs:
+        runs.write(line + "\n")
 
 
 def machine() -> str:

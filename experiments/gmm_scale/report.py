@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 from pathlib import Path
 
 import matplotlib
@@ -37,6 +38,12 @@ QUALITY_COLUMNS = (
     "error",
 )
 TOLERANCE = 0.01  # nats per point
+
+
+def read_runs(path: Path) -> tuple[list[dict], list[dict]]:
+    """The speed and quality measurements of a ``runs.jsonl`` (or a log of them)."""
+    runs = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+    return [r for r in runs if r["kind"] == "speed"], [r for r in runs if r["kind"] == "quality"]
 
 
 def _ratios(rows: list[dict]) -> None:
@@ -73,17 +80,38 @@ def _write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
         writer.writerows(rows)
 
 
-def _cell(value) -> str:
+def _cell(value, column: str = "") -> str:
     if value is None or value == "":
         return "—"
+    if column == "heldout":
+        return f"{value:.4f}"
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.0f}"
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
     return str(value)
 
 
 def _markdown(rows: list[dict], columns: tuple[str, ...]) -> list[str]:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(row.get(c), c) for c in columns) + " |" for row in rows]
+    return lines
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """One line per (N, K, D): steps/s of each method and ours against the goals."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    speed = {(r["n"], r["k"], r["d"], r["method"]): r.get("steps_per_s") for r in rows}
+    header = ["N", "K", "D", *methods, "ours / TraceEnum", "ours / NumPyro"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for n, k, d in dict.fromkeys((r["n"], r["k"], r["d"]) for r in rows):
+        ours, enum, numpyro = (
+            speed.get((n, k, d, m)) for m in ("ours_compiled", "pyro_trace_enum", "numpyro_jit")
+        )
+        ratios = [
+            ours / enum if ours and enum else None,
+            ours / numpyro if ours and numpyro else None,
+        ]
+        cells = [_cell(speed.get((n, k, d, m))) for m in methods] + [_cell(x) for x in ratios]
+        lines.append(f"| {n:.0e} | {k} | {d} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -122,7 +150,11 @@ def write_reports(rows: list[dict], quality: list[dict], output: Path, machine: 
         f"Measured {dt.date.today().isoformat()} on {machine}. GPU rows: not measured "
         "(no GPU was available to this run).",
         "",
-        "## Steps per second (higher is better); ratio = method / ours_compiled",
+        "## Steps per second (higher is better)",
+        "",
+        *summary(rows),
+        "",
+        "## Every measurement (ratio = method / ours_compiled; RSS in MiB)",
         "",
         *_markdown(rows, SPEED_COLUMNS),
         "",
