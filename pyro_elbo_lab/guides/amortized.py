@@ -10,13 +10,17 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
-from pyro.infer.autoguide import AutoGuide, AutoGuideList, AutoNormal
+from pyro.infer.autoguide import AutoGuide, AutoGuideList
 from pyro.nn.module import to_pyro_module_
 from torch.distributions import biject_to
 
 from pyro_elbo_lab.errors import ConfigError, require, require_positive_float, require_positive_int
-from pyro_elbo_lab.guides.pyro_builtin import InitLoc, guide_target, init_loc_fn, latent_sites
+from pyro_elbo_lab.guides.pyro_builtin import (
+    InitLoc,
+    guide_target,
+    latent_sites,
+    normal_plus_local_part,
+)
 from pyro_elbo_lab.registry import guides
 
 PlateFactory = Callable[[torch.Tensor], pyro.plate]
@@ -184,25 +188,16 @@ def amortized(
             "point), e.g. model=factor_analysis; this model has only global latents "
             f"{global_}: use guide=normal"
         )
-    plates = getattr(model, "data_plate_over", None)
-    composed = AutoGuideList(target, create_plates=plates)
-    if global_:
-        composed.append(
-            AutoNormal(
-                poutine.block(target, hide=local),
-                init_loc_fn=init_loc_fn(init_loc),
-                init_scale=init_scale,
-            )
-        )
-    composed.append(
-        AutoAmortizedNormal(
-            poutine.block(target, expose=local),
-            data_plate=data_plate,
-            hidden=hidden,
-            init_scale=init_scale,
-        )
+    return normal_plus_local_part(
+        model,
+        target,
+        local,
+        lambda part: AutoAmortizedNormal(
+            part, data_plate=data_plate, hidden=hidden, init_scale=init_scale
+        ),
+        init_loc,
+        init_scale,
     )
-    return composed
 
 
 guides.register("amortized", local_latents=True)(amortized)

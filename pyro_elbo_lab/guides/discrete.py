@@ -8,11 +8,10 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
-from pyro.infer.autoguide import AutoGuide, AutoGuideList, AutoNormal
+from pyro.infer.autoguide import AutoGuide, AutoGuideList
 
 from pyro_elbo_lab.errors import ConfigError, require_positive_float
-from pyro_elbo_lab.guides.pyro_builtin import InitLoc, init_loc_fn, latent_sites
+from pyro_elbo_lab.guides.pyro_builtin import InitLoc, latent_sites, normal_plus_local_part
 from pyro_elbo_lab.registry import guides
 
 
@@ -102,18 +101,11 @@ def discrete_local(
             "guide=discrete_local needs sampled discrete latents in the data plate, e.g. "
             "model=gmm model.assignment=sampled; this model has none: use guide=normal"
         )
-    plates = getattr(model, "data_plate_over", None)
-    composed = AutoGuideList(model, create_plates=plates)
-    composed.append(
-        AutoNormal(
-            poutine.block(model, hide=discrete),
-            init_loc_fn=init_loc_fn(init_loc),
-            init_scale=init_scale,
-        )
+    return normal_plus_local_part(
+        model,
+        model,
+        discrete,
+        lambda part: AutoLocalCategorical(part, data_plate=data_plate, init_scale=init_scale),
+        init_loc,
+        init_scale,
     )
-    composed.append(
-        AutoLocalCategorical(
-            poutine.block(model, expose=discrete), data_plate=data_plate, init_scale=init_scale
-        )
-    )
-    return composed

@@ -40,6 +40,32 @@ def latent_sites(model: Any) -> dict[str, dict]:
     }
 
 
+def normal_plus_local_part(
+    model: Any,
+    target: Callable[..., Any],
+    local: list[str],
+    local_part: Callable[[Callable[..., Any]], autoguide.AutoGuide],
+    init_loc: str,
+    init_scale: float,
+) -> autoguide.AutoGuideList:
+    """``AutoNormal`` over every latent of ``target`` but ``local`` (if any are left),
+    ``local_part`` over those, in one ``AutoGuideList`` opening the model's own data
+    plate (so both parts share its minibatch)."""
+    composed = autoguide.AutoGuideList(
+        target, create_plates=getattr(model, "data_plate_over", None)
+    )
+    if set(latent_sites(model)) - set(local):
+        composed.append(
+            autoguide.AutoNormal(
+                poutine.block(target, hide=local),
+                init_loc_fn=init_loc_fn(init_loc),
+                init_scale=init_scale,
+            )
+        )
+    composed.append(local_part(poutine.block(target, expose=local)))
+    return composed
+
+
 def init_loc_fn(init_loc: str) -> Callable[..., Any]:
     """Pyro's ``init_to_*`` strategy named ``init_loc``."""
     require(
