@@ -83,6 +83,11 @@ class CompiledSVI(SVI):
             raise ConfigError(
                 "CompiledSVI needs an objective of this package built with compile=true"
             )
+        if loss.carries_state:
+            raise ConfigError(
+                f"CompiledSVI does not carry {type(loss).__name__}'s state between steps; use "
+                "SVI (its loss still runs compiled) or another optimiser than fused_adam"
+            )
         if not isinstance(optim, FusedAdam):
             raise ConfigError("CompiledSVI needs optim=fused_adam (pyro_elbo_lab.optim.FusedAdam)")
         unsupported = set(optim.pt_optim_args) - SUPPORTED_ADAM_OPTIONS
@@ -132,7 +137,7 @@ class CompiledSVI(SVI):
         def update(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
             param, first, second = (inputs[i * count : (i + 1) * count] for i in range(3))
             step, rest = inputs[3 * count], inputs[3 * count + 1 :]
-            loss, *grads = pure(*param, *rest)
+            loss, *grads = pure(*param, *rest)[: count + 1]
             new = adam_update(param, grads, first, second, step, **options)
             return (loss, *new[0], *new[1], *new[2])
 

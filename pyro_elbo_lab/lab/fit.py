@@ -80,7 +80,8 @@ def _svi(components: Components) -> SVI:
     """SVI, or :class:`CompiledSVI` (the Adam step compiled with the loss) when the
     objective is compiled and the optimiser is ``fused_adam``."""
     objective, optim = components.objective, components.optim
-    if getattr(objective, "compiled", None) is not None and isinstance(optim, FusedAdam):
+    compiled = getattr(objective, "compiled", None) is not None
+    if compiled and isinstance(optim, FusedAdam) and not objective.carries_state:
         return CompiledSVI(components.model, components.guide, optim, objective)
     return SVI(components.model, components.guide, optim, loss=objective)
 

@@ -180,8 +180,6 @@ class ParticleObjective(ELBO):
     minimized: bool = False
     #: Whether ``per_datapoint`` is meaningful for this objective.
     supports_per_datapoint: ClassVar[bool] = True
-    #: Why ``compile=True`` cannot work for this objective (None: it can).
-    compile_unsupported: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -195,11 +193,6 @@ class ParticleObjective(ELBO):
         compile_options: dict | None = None,
     ) -> None:
         require_positive_int("objective.num_particles", num_particles)
-        if compile and self.compile_unsupported:
-            raise ConfigError(
-                f"{type(self).__name__} cannot be compiled: {self.compile_unsupported}; "
-                "set compile=false"
-            )
         if not vectorize_particles:
             raise ConfigError(
                 f"{type(self).__name__} always vectorises its particles (one pass for all K, "
@@ -238,6 +231,17 @@ class ParticleObjective(ELBO):
         """The objective's own state that its traced step bakes in (e.g. a warm-up
         phase): a compiled step is built per distinct value."""
         return ()
+
+    #: Whether a step reads and replaces tensors of the objective's own state (e.g.
+    #: MCMC chain states): a compiled step then takes them in and hands them back.
+    carries_state: ClassVar[bool] = False
+
+    def compile_carry(self) -> list[torch.Tensor]:
+        """The state tensors a step reads (before it) or leaves (after it)."""
+        return []
+
+    def load_compile_carry(self, values: list[torch.Tensor]) -> None:
+        """Take ``values`` (as :meth:`compile_carry` lists them) as the state."""
 
     def guide_values(self, guide: Callable, args: tuple, kwargs: dict) -> poutine.Trace | None:
         """Particle-batched guide values to weigh instead of fresh draws (e.g. chain
@@ -296,6 +300,7 @@ class ParticleObjective(ELBO):
             args,
             kwargs,
             self.compile_state(),
+            carry=self,
         )
 
     def _eager_differentiable_loss(

@@ -17,6 +17,9 @@ the order the eager engine would run them, so with the same RNG state the compil
 step sees the same draws as the eager one. Random operations that do depend on the
 parameters (e.g. the gamma draws of a reparameterised Dirichlet guide) stay in the graph.
 
+An objective's own state tensors (MSC's chain states) are inputs and outputs of the
+step, so a stateful objective compiles too (``ParticleObjective.compile_carry``).
+
 Static structure is checked, not assumed: the program is traced twice on different
 draws and the two graphs must agree. A model whose Python control flow depends on
 sampled values (or that cannot be traced at all) gets a warning that names the reason,
@@ -62,11 +65,13 @@ class TracedStep:
 
     def __call__(
         self, params: Sequence[torch.Tensor], tensor_args: Sequence[torch.Tensor]
-    ) -> tuple[torch.Tensor, Sequence[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, Sequence[torch.Tensor], Sequence[torch.Tensor]]:
+        """``(loss, grads, extras)`` for ``params`` and the graph's other inputs."""
         with torch.no_grad():
             noise = self.noise()
-            loss, *grads = self.graph(*params, *tensor_args, *noise)
-        return loss, grads
+            loss, *rest = self.graph(*params, *tensor_args, *noise)
+        count = len(self.param_names)
+        return loss, rest[:count], rest[count:]
 
 
 class _WithGradients(torch.autograd.Function):
@@ -122,7 +127,7 @@ def substituted_parameters(
 
 
 def trace_step(
-    loss_fn: Callable[..., torch.Tensor],
+    loss_fn: Callable[..., Sequence[torch.Tensor]],
     param_names: Sequence[str],
     params: Sequence[torch.Tensor],
     tensor_args: Sequence[torch.Tensor],
@@ -130,20 +135,21 @@ def trace_step(
 ) -> torch.fx.GraphModule:
     """Record ``loss_fn`` and its gradients as one functional ATen graph.
 
-    ``loss_fn(*tensor_args)`` is run with the parameters ``param_names`` substituted by
-    traced leaves; the graph takes ``(*params, *tensor_args)`` and returns
-    ``(loss, *grads)`` (zeros for parameters the loss does not touch).
+    ``loss_fn(*tensor_args)`` returns ``(loss, *extras)`` and is run with the parameters
+    ``param_names`` substituted by traced leaves; the graph takes ``(*params,
+    *tensor_args)`` and returns ``(loss, *grads, *extras)`` (zeros for parameters the
+    loss does not touch; extras, e.g. an objective's new state, without gradients).
     """
 
     def loss_and_grads(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         leaves, args = inputs[: len(params)], inputs[len(params) :]
         with substituted_parameters(dict(zip(param_names, leaves, strict=True)), modules):
-            loss = loss_fn(*args)
+            loss, *extras = loss_fn(*args)
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
         grads = [
             torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)
         ]
-        return (loss, *grads)
+        return (loss, *grads, *(extra.detach() for extra in extras))
 
     leaves = [p.detach().clone().requires_grad_(True) for p in params]
     args = [a.detach() for a in tensor_args]
@@ -207,7 +213,7 @@ def lift_noise(graph: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, torch
 
 
 def build_step(
-    loss_fn: Callable[..., torch.Tensor],
+    loss_fn: Callable[..., Sequence[torch.Tensor]],
     param_names: Sequence[str],
     params: Sequence[torch.Tensor],
     tensor_args: Sequence[torch.Tensor],
@@ -264,9 +270,9 @@ def cuda_devices(tensors: Sequence[torch.Tensor]) -> list[int]:
     return sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
 
 
-def _flat(outputs: tuple[torch.Tensor, Sequence[torch.Tensor]]) -> list[torch.Tensor]:
-    loss, grads = outputs
-    return [loss, *grads]
+def _flat(outputs: tuple[torch.Tensor, Sequence[torch.Tensor], Sequence[torch.Tensor]]):
+    loss, grads, extras = outputs
+    return [loss, *grads, *extras]
 
 
 def parameters_read_by(
@@ -344,25 +350,44 @@ class CompiledPath:
         args: tuple,
         kwargs: dict,
         state: tuple = (),
+        carry: Any = None,
     ) -> torch.Tensor:
         """``eager(args, kwargs)``'s value and gradient, from the compiled step once built.
 
         The first call for a new key runs ``eager`` (which also initialises the
         parameters and runs Pyro's validation), then traces and compiles; the RNG state
         is restored afterwards, so the draws of later steps are the eager path's.
+        ``carry`` (an objective with ``compile_carry`` / ``load_compile_carry``) has
+        its state tensors passed through the step: read before, replaced after.
         """
         tensors, rebuild, signature = _split_tensors(args, kwargs)
         key = self._key(model, guide, signature, state)
+        carried_in = carry.compile_carry() if carry is not None else []
         if key in self._steps:
             step = self._steps[key]
             if step is None:
                 return eager(args, kwargs)
             params = read_parameters(step.param_names)
-            loss, grads = step(params, tensors)
+            loss, grads, carried_out = step(params, [*tensors, *carried_in])
+            if carry is not None:
+                carry.load_compile_carry(list(carried_out))
             return attach_gradients(loss, params, grads)
         loss, params = parameters_read_by(lambda: eager(args, kwargs))
         modules = [part for part in (model, guide) if isinstance(part, torch.nn.Module)]
-        self._steps[key] = self._build(eager, rebuild, params, tensors, modules)
+        after = carry.compile_carry() if carry is not None else []
+
+        def traced_loss(*new: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            inputs, carried = new[: len(tensors)], list(new[len(tensors) :])
+            if carry is None:
+                return (eager(*rebuild(*inputs)),)
+            carry.load_compile_carry(carried)
+            return (eager(*rebuild(*inputs)), *carry.compile_carry())
+
+        try:
+            self._steps[key] = self._build(traced_loss, params, [*tensors, *carried_in], modules)
+        finally:
+            if carry is not None:  # the tracing left stand-ins there
+                carry.load_compile_carry(after)
         return loss
 
     def step_for(
@@ -388,8 +413,7 @@ class CompiledPath:
 
     def _build(
         self,
-        eager: Callable[[tuple, dict], torch.Tensor],
-        rebuild: Callable[..., tuple[tuple, dict]],
+        loss_fn: Callable[..., Sequence[torch.Tensor]],
         params: dict[str, torch.Tensor],
         tensors: list[torch.Tensor],
         modules: list[torch.nn.Module],
@@ -402,7 +426,7 @@ class CompiledPath:
         ):
             try:
                 step = build_step(
-                    lambda *new: eager(*rebuild(*new)),
+                    loss_fn,
                     list(params),
                     list(params.values()),
                     tensors,

@@ -39,7 +39,7 @@ class MarkovianScoreClimbing(ParticleObjective):
 
     :param num_particles: K per chain (>= 2: the state plus K − 1 proposals).
     :param num_chains: independent CIS chains.
-    :param compile: not supported (the chain states change every step); refused.
+    :param compile: run the step compiled; the chain states go in and out of it.
 
     References: C. A. Naesseth, F. Lindsten, D. M. Blei, "Markovian Score Climbing:
     Variational Inference with KL(p||q)", NeurIPS 2020.
@@ -47,7 +47,7 @@ class MarkovianScoreClimbing(ParticleObjective):
 
     requires_reparam = False
     supports_per_datapoint = False
-    compile_unsupported = "its chain states change every step (a traced step would freeze them)"
+    carries_state = True
 
     def __init__(
         self,
@@ -58,6 +58,7 @@ class MarkovianScoreClimbing(ParticleObjective):
         data_plate: str = "data",
         *,
         compile: bool = False,
+        compile_options: dict | None = None,
     ) -> None:
         require_positive_int("objective.num_particles", num_particles, minimum=2)
         require_positive_int("objective.num_chains", num_chains)
@@ -68,14 +69,25 @@ class MarkovianScoreClimbing(ParticleObjective):
             False,
             data_plate,
             compile=compile,
+            compile_options=compile_options,
         )
         self.particles_per_chain = num_particles
         self.num_chains = num_chains
         self._state: dict[str, torch.Tensor] | None = None
+        self._state_names: tuple[str, ...] = ()
 
     def reset(self) -> None:
         """Forget the chains' states: the next step starts them from fresh draws of q."""
         self._state = None
+
+    def compile_state(self) -> tuple:
+        return (self._state is not None,)  # fresh chains, or chains to continue
+
+    def compile_carry(self) -> list[torch.Tensor]:
+        return [] if self._state is None else list(self._state.values())
+
+    def load_compile_carry(self, values: list[torch.Tensor]) -> None:
+        self._state = dict(zip(self._state_names, values, strict=True)) if values else None
 
     @property
     def _state_indices(self) -> torch.Tensor:
@@ -121,7 +133,11 @@ class MarkovianScoreClimbing(ParticleObjective):
     def surrogate(self, batch: ParticleBatch) -> torch.Tensor:
         weights = batch.weights
         log_weights = self._chain_view(weights.log_weights.detach())
-        picked = torch.distributions.Categorical(logits=log_weights).sample()
+        # Categorical(logits) by Gumbel-max, from uniforms of a fixed shape (a compiled
+        # step draws those outside its graph, in the eager engine's order)
+        uniform = torch.rand(log_weights.shape, dtype=log_weights.dtype, device=log_weights.device)
+        tiny = torch.finfo(log_weights.dtype).tiny
+        picked = (log_weights - torch.log(-torch.log(uniform.clamp(min=tiny)))).argmax(-1)
         chosen = self._state_indices.to(picked.device) + picked
         self._state = self._next_state(weights.replay_trace, chosen)
         return (weights.log_q[chosen] + weights.log_p[chosen]).mean()
@@ -137,6 +153,7 @@ class MarkovianScoreClimbing(ParticleObjective):
                 continue
             axis = self._particle_axis(site)
             state[name] = site["value"].detach().index_select(axis, chosen.to(site["value"].device))
+        self._state_names = tuple(state)
         return state
 
     def _require_global_latents(self, trace: poutine.Trace) -> None:
