@@ -306,6 +306,7 @@ def _trajectory(svi_class, steps: int = 12, **objective_options) -> list[float]:
     return [svi.step(model.train_data) for _ in range(steps)]
 
 
+@pytest.mark.slow
 def test_compiled_svi_follows_svi_with_the_same_adam():
     """Loss, gradients and the Adam update in one graph: same trajectory as SVI (same
     minibatches and draws, moments carried over from the first, eager, step)."""
@@ -323,6 +324,7 @@ def test_compiled_svi_refuses_what_it_cannot_compile():
         CompiledSVI(model, guide, FusedAdam({"lr": 0.1, "amsgrad": True}), IWAE(compile=True))
 
 
+@pytest.mark.slow
 def test_the_lab_compiles_the_whole_step_when_asked(compose_config):
     from pyro_elbo_lab.lab import run
     from pyro_elbo_lab.lab.components import build_components
@@ -360,6 +362,7 @@ def test_score_function_objectives_train_the_sampled_assignment_gmm(name):
     assert guide.median(model.train_data)["assignment"].shape == (100,)
 
 
+@pytest.mark.slow
 def test_msc_chains_pass_through_the_compiled_step():
     """MSC's chain states go into the compiled step and come back out: ten SVI steps
     follow the eager ones (same draws, same states)."""
