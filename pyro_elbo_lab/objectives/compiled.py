@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,8 @@ import pyro
 import torch
 from pyro import poutine
 from torch.fx.experimental.proxy_tensor import make_fx
+
+from pyro_elbo_lab.objectives.particles import swapped_parameters
 
 #: How every warning of the compiled path starts.
 WARNING_PREFIX = "objective.compile: "
@@ -95,35 +97,14 @@ def attach_gradients(
     return _WithGradients.apply(loss, len(params), *params, *grads)
 
 
-@contextlib.contextmanager
 def substituted_parameters(
     replacements: dict[str, torch.Tensor], modules: Sequence[torch.nn.Module]
-) -> Iterator[None]:
-    """Inside, each named parameter of the param store reads as its replacement.
-
-    Both homes of a parameter, the param store and any module's ``_parameters`` entry
-    holding the same tensor, get the very same replacement object (``PyroModule``
-    re-syncs the two when they differ).
-    """
+) -> contextlib.AbstractContextManager[None]:
+    """Inside, each named parameter of the param store reads as its replacement, in
+    both its homes (:func:`~pyro_elbo_lab.objectives.particles.swapped_parameters`)."""
     stored = pyro.get_param_store()._params
-    live = {name: stored[name] for name in replacements}
-    by_id = {id(value): replacements[name] for name, value in live.items()}
-    holders = [
-        (part, key, value)
-        for module in modules
-        for part in module.modules()
-        for key, value in part._parameters.items()
-        if value is not None and id(value) in by_id
-    ]
-    stored.update(replacements)
-    for module, key, value in holders:
-        module._parameters[key] = by_id[id(value)]
-    try:
-        yield
-    finally:
-        stored.update(live)
-        for module, key, value in holders:
-            module._parameters[key] = value
+    by_id = {id(stored[name]): value for name, value in replacements.items()}
+    return swapped_parameters(lambda value: by_id.get(id(value)), modules)
 
 
 def trace_step(

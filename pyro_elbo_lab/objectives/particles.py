@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -272,46 +272,66 @@ def model_has_params(weights: LogWeights) -> bool:
 
 
 @contextlib.contextmanager
+def swapped_parameters(
+    replace: Callable[[torch.Tensor], torch.Tensor | None], modules: Sequence[torch.nn.Module]
+) -> Iterator[None]:
+    """Inside, every parameter that ``replace`` maps to a tensor reads as that tensor.
+
+    Both homes of a parameter are swapped in place, for the whole block: the param
+    store (what ``pyro.param`` returns) and every ``_parameters`` entry of ``modules``
+    and their submodules, tied ones to the same replacement. ``PyroModule`` compares the
+    two and re-syncs when they differ, so they must hold the very same tensor; plain
+    ``nn.Parameter`` attributes (e.g. ``AutoDiagonalNormal.loc``) are reached only
+    through the module. (ParamStore.get_state()/scope() would strip the
+    ``unconstrained`` weakrefs that SVI reads from param sites already traced this step,
+    hence the in-place swap.)
+    """
+    stored = pyro.get_param_store()._params
+    replacements: dict[int, torch.Tensor | None] = {}
+
+    def replacement(value: torch.Tensor) -> torch.Tensor | None:
+        if id(value) not in replacements:
+            replacements[id(value)] = replace(value)
+        return replacements[id(value)]
+
+    live = {name: value for name, value in stored.items() if replacement(value) is not None}
+    holders = [
+        (part, key, value)
+        for module in modules
+        for part in module.modules()
+        for key, value in part._parameters.items()
+        if value is not None and replacement(value) is not None
+    ]
+    stored.update({name: replacements[id(value)] for name, value in live.items()})
+    for part, key, value in holders:
+        part._parameters[key] = replacements[id(value)]
+    try:
+        yield
+    finally:
+        stored.update(live)
+        for part, key, value in holders:
+            part._parameters[key] = value
+
+
+@contextlib.contextmanager
 def stopped_parameters(guide: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
     """Inside, ``guide`` (yielded back) runs with every variational parameter stopped.
 
-    Both homes of a parameter are swapped in place for one detached copy, for the whole
-    block (so log densities evaluated lazily inside it, e.g. of a flow whose
-    distribution holds its transform modules, see the stopped values too): the param
-    store (what ``pyro.param`` returns) and, for an ``nn.Module`` guide, every
-    submodule's own parameters, tied ones to the same copy. ``PyroModule`` compares the
-    two and re-syncs when they differ, so they must be the very same tensor; plain
-    ``nn.Parameter`` attributes (e.g. ``AutoDiagonalNormal.loc``) are reached only
-    through the module. The copies are plain detached tensors (a traced step, see
-    :mod:`~pyro_elbo_lab.objectives.compiled`, follows them). Flow transforms' caches
-    from the live pass are cleared.
+    Every parameter of the param store and of an ``nn.Module`` guide reads as a
+    detached copy (:func:`swapped_parameters`) for the whole block, so log densities
+    evaluated lazily inside it (e.g. of a flow whose distribution holds its transform
+    modules) see the stopped values too. The copies are plain detached tensors (a
+    traced step, see :mod:`~pyro_elbo_lab.objectives.compiled`, follows them). Flow
+    transforms' caches from the live pass are cleared.
     """
-    # ParamStore.get_state()/scope() strip the ``unconstrained`` weakrefs that SVI reads
-    # from param sites already traced this step, so swap the stored values in place.
-    stored = pyro.get_param_store()._params
-    live = dict(stored)
-    stopped = {id(value): value.detach() for value in live.values()}
-    holders = []
-    if isinstance(guide, torch.nn.Module):
-        _clear_transform_caches(guide)
-        for module in guide.modules():
-            for name, value in module._parameters.items():
-                if value is not None:
-                    holders.append((module, name, value))
-                    stopped.setdefault(id(value), value.detach())
-    stored.update({name: stopped[id(value)] for name, value in live.items()})
-    for module, name, value in holders:
-        module._parameters[name] = stopped[id(value)]
-    try:
-        with warnings.catch_warnings():
-            # pyro.module notes that the stopped copies (requires_grad=False) are not
-            # registered: that is the point.
-            warnings.filterwarnings("ignore", message=".*was not registered in the param store")
-            yield guide
-    finally:
-        stored.update(live)
-        for module, name, value in holders:
-            module._parameters[name] = value
+    modules = [guide] if isinstance(guide, torch.nn.Module) else []
+    for module in modules:
+        _clear_transform_caches(module)
+    with swapped_parameters(lambda value: value.detach(), modules), warnings.catch_warnings():
+        # pyro.module notes that the stopped copies (requires_grad=False) are not
+        # registered: that is the point.
+        warnings.filterwarnings("ignore", message=".*was not registered in the param store")
+        yield guide
 
 
 def _clear_transform_caches(module: torch.nn.Module) -> None:
