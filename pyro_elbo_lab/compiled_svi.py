@@ -105,7 +105,7 @@ class CompiledSVI(SVI):
         """One update; returns the loss (as ``SVI.step``)."""
         compiled = self.objective.compiled
         state = self.objective.compile_state()
-        traced = compiled.step_for(self.model, self.guide, args, kwargs, state)
+        traced, tensors = compiled.step_for(self.model, self.guide, args, kwargs, state)
         if traced is None:  # not built yet (this step builds it) or not static (eager)
             loss = super().step(*args, **kwargs)
             self._count = self._count + 1
@@ -113,9 +113,8 @@ class CompiledSVI(SVI):
         store = pyro.get_param_store()._params
         params = [store[name] for name in traced.param_names]
         if id(traced) not in self._updates:
-            self._updates[id(traced)] = self._build(traced, params, args, kwargs)
+            self._updates[id(traced)] = self._build(traced, params, tensors)
         update, first, second = self._updates[id(traced)]
-        tensors = compiled.tensor_arguments(args, kwargs)
         self._count = self._count + 1
         with torch.no_grad():
             noise = traced.noise()
@@ -128,7 +127,7 @@ class CompiledSVI(SVI):
         return float(loss)
 
     def _build(
-        self, traced: TracedStep, params: list[torch.Tensor], args: tuple, kwargs: dict
+        self, traced: TracedStep, params: list[torch.Tensor], tensors: list[torch.Tensor]
     ) -> tuple[Callable, list[torch.Tensor], list[torch.Tensor]]:
         options = dict(self.optim.pt_optim_args)
         count = len(params)
@@ -142,7 +141,6 @@ class CompiledSVI(SVI):
             return (loss, *new[0], *new[1], *new[2])
 
         first, second = self._moments(params)
-        tensors = self.objective.compiled.tensor_arguments(args, kwargs)
         with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices([*params, *tensors])):
             example = [*params, *first, *second, self._count + 1, *tensors, *traced.noise()]
             graph = make_fx(update)(*[t.detach() for t in example])
@@ -153,10 +151,8 @@ class CompiledSVI(SVI):
     def _moments(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Adam's running moments of ``params`` from the eager steps (zeros if none)."""
         state = self.optim._optimizer.state if self.optim._optimizer is not None else {}
-        first = [
-            state.get(p, {}).get("exp_avg", torch.zeros_like(p)).detach().clone() for p in params
-        ]
-        second = [
-            state.get(p, {}).get("exp_avg_sq", torch.zeros_like(p)).detach().clone() for p in params
-        ]
+        first, second = (
+            [state.get(p, {}).get(key, torch.zeros_like(p)).detach().clone() for p in params]
+            for key in ("exp_avg", "exp_avg_sq")
+        )
         return first, second

@@ -23,12 +23,7 @@ class FusedAdam(PyroOptim):
     """
 
     def __init__(self, optim_args: dict[str, Any]) -> None:
-        self.pt_optim_constructor = torch.optim.Adam
         self.pt_optim_args = dict(optim_args)
-        self.pt_clip_args: dict[str, Any] = {}
-        self.optim_objs: dict = {}
-        self.grad_clip: dict = {}
-        self._state_waiting_to_be_consumed: dict = {}
         self._optimizer: torch.optim.Adam | None = None
         self._known: set[int] = set()
 

@@ -72,10 +72,11 @@ def run(
             )
         else:
             start = time.perf_counter()
+            evaluation_guide = _evaluation_guide(components)
             with components.model.without_subsampling():
                 record["metrics"] = evaluate_guide(
                     components.model,
-                    _evaluation_guide(components),
+                    evaluation_guide,
                     evaluation_settings(config.evaluation),
                     objective=components.objective,
                 )
@@ -84,9 +85,7 @@ def run(
             write_predictions = getattr(components.model, "write_predictions", None)
             if output_dir is not None and write_predictions is not None:
                 with components.model.without_subsampling():
-                    record["predictions"] = write_predictions(
-                        _evaluation_guide(components), Path(output_dir)
-                    )
+                    record["predictions"] = write_predictions(evaluation_guide, Path(output_dir))
             record["status"] = "ok"
     except Exception as error:
         record["status"] = "failed"

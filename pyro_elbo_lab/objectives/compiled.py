@@ -378,15 +378,11 @@ class CompiledPath:
         args: tuple,
         kwargs: dict,
         state: tuple = (),
-    ) -> TracedStep | None:
-        """The built step for these arguments, or None (not built yet, or eager)."""
-        signature = _split_tensors(args, kwargs)[2]
-        return self._steps.get(self._key(model, guide, signature, state))
-
-    @staticmethod
-    def tensor_arguments(args: tuple, kwargs: dict) -> list[torch.Tensor]:
-        """The tensors among ``args`` and ``kwargs``, in the order a step takes them."""
-        return _split_tensors(args, kwargs)[0]
+    ) -> tuple[TracedStep | None, list[torch.Tensor]]:
+        """The built step for these arguments (None: not built yet, or eager) and the
+        tensors among the arguments, in the order the step takes them."""
+        tensors, _, signature = _split_tensors(args, kwargs)
+        return self._steps.get(self._key(model, guide, signature, state)), tensors
 
     @staticmethod
     def _key(model: Callable, guide: Callable, signature: tuple, state: tuple) -> tuple:
