@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
+import pyro
 import pytest
+import torch
 
 from pyro_elbo_lab.evaluation import (
     EvaluationSettings,
@@ -12,8 +14,10 @@ from pyro_elbo_lab.evaluation import (
     estimate_iwae,
     evaluate_guide,
 )
+from pyro_elbo_lab.evaluation.posterior_error import importance_resampled_draws
 from pyro_elbo_lab.evaluation.predictive import heldout_log_likelihood
 from pyro_elbo_lab.models import NormalNormal
+from pyro_elbo_lab.registry import guides
 from tests.helpers import posterior_guide
 
 MODEL = NormalNormal(num_train=20, num_heldout=30, seed=0)
@@ -41,6 +45,54 @@ def test_elbo_and_kl_add_up_to_the_evidence():
     kl = float(tdist.kl_divergence(q, base).sum())
     elbo = estimate_elbo(MODEL, guide, (), num_particles=20000, max_plate_nesting=1)
     assert abs(elbo.value + kl - MODEL.exact_log_evidence()) < 4 * elbo.std_error
+
+
+def _assert_moments(draws: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> None:
+    """Mean and variance of M draws within 4 Monte Carlo s.e. of N(loc, scale²)."""
+    count = draws.shape[0]
+    mean_error = (draws.mean(0) - loc) / scale
+    variance_ratio = draws.var(0) / scale**2
+    assert (mean_error.abs() < 4 / math.sqrt(count)).all(), mean_error
+    assert ((variance_ratio - 1).abs() < 4 * math.sqrt(2 / (count - 1))).all(), variance_ratio
+
+
+def test_importance_resampling_moves_a_wide_guide_onto_the_posterior():
+    """SIR from q = N(mu + 0.3, (1.8 sd)²): one particle keeps q; 256 recover p(z|x)
+    (the resampled law is off by O(chi²(p||q)/K))."""
+    posterior = MODEL.exact_posterior()["loc"].base_dist
+    guide = posterior_guide(MODEL, scale_factor=1.8, shift=0.3)
+    pyro.set_rng_seed(0)
+    cases = {1: (posterior.loc + 0.3, 1.8 * posterior.scale), 256: (posterior.loc, posterior.scale)}
+    for num_particles, (loc, scale) in cases.items():
+        draws = importance_resampled_draws(
+            MODEL, guide, (), ["loc"], 400, num_particles=num_particles, max_plate_nesting=1
+        )["loc"]
+        assert draws.shape == (400, 2)
+        _assert_moments(draws, loc, scale)
+
+
+def test_stratified_resampling_never_keeps_a_component_that_proposes_nothing():
+    """A mixture of the exact posterior and a component 40 sd away, weights 1/2 each: its
+    own draws are half junk; resampling one particle per component by pi_k w_k is exact."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    posterior = MODEL.exact_posterior()["loc"].base_dist
+    guide = guides.build("mixture", MODEL)
+    guide(MODEL.train_data)
+    with torch.no_grad():
+        guide.locs.copy_(torch.stack([posterior.loc, posterior.loc + 40 * posterior.scale]))
+        guide.logits.zero_()
+    pyro.get_param_store()["AutoGaussianMixture.scales"] = posterior.scale.expand(2, 2).clone()
+    args = (MODEL.train_data,)
+    resampled = importance_resampled_draws(
+        MODEL, guide, args, ["loc"], 400, num_particles=2, max_plate_nesting=1, stratify=True
+    )["loc"]
+    _assert_moments(resampled, posterior.loc, posterior.scale)
+    raw = importance_resampled_draws(
+        MODEL, guide, args, ["loc"], 400, num_particles=1, max_plate_nesting=1
+    )["loc"]
+    far = (raw - posterior.loc).div(posterior.scale).abs().max(-1).values > 20
+    assert 0.4 < far.double().mean() < 0.6
 
 
 def test_heldout_estimate_matches_the_exact_predictive_at_the_posterior():
@@ -74,6 +126,7 @@ def test_suite_reports_gaps_and_sample_sizes():
         "heldout_particles": 500,
         "heldout_points": 30,
         "posterior_samples": 1000,
+        "resample_particles": 0,
         "gradient_estimates": 0,
         "ais_chains": 0,
         "ais_temperatures": 0,
@@ -83,6 +136,24 @@ def test_suite_reports_gaps_and_sample_sizes():
     assert all(abs(gap) < 2e-3 for gap in metrics["iwae_by_particles_gap"].values())
     assert metrics["posterior_error"]["loc"]["mean_error_max"] < 0.2
     assert any("cubo from 500 samples" in warning for warning in metrics["warnings"])
+    assert "posterior_error_resampled" not in metrics
+
+
+def test_suite_reports_the_error_of_the_importance_resampled_posterior():
+    """A guide 1.8x too wide and 1.4 sd off: its own draws are far from p(z|x), the
+    resampled ones (64 particles each) within 4 s.e. of 1000 draws (plus the O(1/K) bias)."""
+    pyro.set_rng_seed(0)
+    settings = EvaluationSettings(
+        elbo_particles=100, iwae_particles=10, iwae_repeats=5, heldout_particles=100,
+        resample_particles=64, particle_batch=6400,
+    )  # fmt: skip
+    guide = posterior_guide(MODEL, scale_factor=1.8, shift=0.3)
+    metrics = evaluate_guide(MODEL, guide, settings)
+    own, resampled = metrics["posterior_error"]["loc"], metrics["posterior_error_resampled"]["loc"]
+    assert own["mean_error_max"] > 1 and own["sd_error_max"] > 0.6
+    assert resampled["mean_error_max"] < 4 * math.sqrt(2 / 1000)
+    assert resampled["sd_error_max"] < 4 * math.sqrt(1 / 1000) + 0.05
+    assert metrics["samples"]["resample_particles"] == 64
 
 
 def test_settings_reject_non_positive_sample_sizes():

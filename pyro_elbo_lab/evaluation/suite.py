@@ -14,7 +14,12 @@ from pyro_elbo_lab.evaluation.bounds import draw_log_weights, estimate_iwae
 from pyro_elbo_lab.evaluation.diagnostics import CUBO_MIN_SAMPLES, cubo_from_log_weights, psis_khat
 from pyro_elbo_lab.evaluation.estimate import Estimate
 from pyro_elbo_lab.evaluation.gradients import gradient_statistics
-from pyro_elbo_lab.evaluation.posterior_error import gaussian_kl, guide_draws, standardized_errors
+from pyro_elbo_lab.evaluation.posterior_error import (
+    gaussian_kl,
+    guide_draws,
+    importance_resampled_draws,
+    standardized_errors,
+)
 from pyro_elbo_lab.evaluation.predictive import heldout_log_likelihood
 from pyro_elbo_lab.models.base import LatentVariableModel
 
@@ -38,6 +43,7 @@ class EvaluationSettings:
     gradient_estimates: int = 0
     ais_temperatures: int = 0
     ais_chains: int = 100
+    resample_particles: int = 0
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -45,7 +51,8 @@ class EvaluationSettings:
                 for k in value:
                     require_positive_int("evaluation.iwae_ladder entries", k)
             else:
-                minimum = 0 if name in ("gradient_estimates", "ais_temperatures") else 1
+                optional = ("gradient_estimates", "ais_temperatures", "resample_particles")
+                minimum = 0 if name in optional else 1
                 require_positive_int(f"evaluation.{name}", value, minimum=minimum)
 
 
@@ -62,7 +69,10 @@ def evaluate_guide(
     with ``*_se``; against the truth ``exact_log_evidence`` (or ``ais_log_evidence``)
     with ``*_gap`` and ``kl_to_posterior`` = log p(x) − ELBO. Also ``psis_khat``,
     ``heldout_loglik`` (global-latent models), ``posterior_error`` per site (against the
-    exact posterior or reference draws) and ``gaussian_kl`` per site where both are
+    exact posterior or reference draws), ``posterior_error_resampled`` the same for the
+    importance-resampled guide (``resample_particles`` particles per draw, stratified
+    as ``objective`` trains: the posterior that importance-weighted objectives fit, see
+    :func:`importance_resampled_draws`), ``gaussian_kl`` per site where both are
     Gaussian, ``gradient`` SNR/variance of ``objective`` per
     parameter group, and ``samples``, every sample size used. Importance weights use
     :meth:`LatentVariableModel.marginal_model`, so models that enumerate discrete
@@ -138,9 +148,7 @@ def evaluate_guide(
             k: value - truth for k, value in metrics["iwae_by_particles"].items()
         }
     metrics.update(_heldout(model, target, guide, settings, common))
-    errors = _posterior_error(model, target, guide, args, settings)
-    if errors:
-        metrics["posterior_error"] = errors
+    metrics.update(_posterior_errors(model, target, guide, args, settings, objective))
     exact_posterior = model.exact_posterior()
     if exact_posterior is not None:
         metrics["gaussian_kl"] = gaussian_kl(guide, args, exact_posterior)
@@ -157,6 +165,7 @@ def evaluate_guide(
         "heldout_particles": settings.heldout_particles,
         "heldout_points": int(model.heldout_data.shape[0]),
         "posterior_samples": settings.posterior_samples,
+        "resample_particles": settings.resample_particles,
         "gradient_estimates": settings.gradient_estimates,
         "ais_chains": settings.ais_chains if settings.ais_temperatures else 0,
         "ais_temperatures": settings.ais_temperatures,
@@ -184,7 +193,7 @@ def _heldout(model, target, guide, settings, common) -> dict[str, float]:
     return metrics
 
 
-def _posterior_error(model, target, guide, args, settings) -> dict[str, dict[str, float]]:
+def _posterior_errors(model, target, guide, args, settings, objective) -> dict[str, Any]:
     reference = model.reference_posterior_draws()
     if reference is None:
         exact = model.exact_posterior()
@@ -192,7 +201,16 @@ def _posterior_error(model, target, guide, args, settings) -> dict[str, dict[str
             return {}
         with torch.no_grad():
             reference = {name: d.sample((settings.posterior_samples,)) for name, d in exact.items()}
-    draws = guide_draws(
-        target, guide, args, list(reference), settings.posterior_samples, model.max_plate_nesting
-    )
-    return standardized_errors(draws, reference)
+    sites, size, depth = list(reference), settings.posterior_samples, model.max_plate_nesting
+    errors = {"posterior_error": standardized_errors(
+        guide_draws(target, guide, args, sites, size, depth), reference
+    )}  # fmt: skip
+    if settings.resample_particles:
+        resampled = importance_resampled_draws(
+            target, guide, args, sites, size,
+            num_particles=settings.resample_particles, max_plate_nesting=depth,
+            particle_batch=settings.particle_batch,
+            stratify=getattr(objective, "supports_stratified", False),
+        )  # fmt: skip
+        errors["posterior_error_resampled"] = standardized_errors(resampled, reference)
+    return errors
