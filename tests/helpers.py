@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pyro
@@ -10,6 +11,16 @@ import torch
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 
 from pyro_elbo_lab.models import NormalNormal
+
+
+def assert_normal_moments(draws: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> None:
+    """Mean and variance of M draws ``[M, D]`` within 4 Monte Carlo s.e. of N(loc, scale²):
+    sd/sqrt(M) for a mean, sqrt(2/(M-1)) relative for a variance."""
+    count = draws.shape[0]
+    mean_error = (draws.mean(0) - loc) / scale
+    variance_ratio = draws.var(0) / scale**2
+    assert (mean_error.abs() < 4 / math.sqrt(count)).all(), mean_error
+    assert ((variance_ratio - 1).abs() < 4 * math.sqrt(2 / (count - 1))).all(), variance_ratio
 
 
 def posterior_guide(model: NormalNormal, scale_factor: float = 1.0, shift: float = 0.0) -> Callable:

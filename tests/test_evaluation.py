@@ -18,7 +18,7 @@ from pyro_elbo_lab.evaluation.posterior_error import importance_resampled_draws
 from pyro_elbo_lab.evaluation.predictive import heldout_log_likelihood
 from pyro_elbo_lab.models import NormalNormal
 from pyro_elbo_lab.registry import guides
-from tests.helpers import posterior_guide
+from tests.helpers import assert_normal_moments, posterior_guide
 
 MODEL = NormalNormal(num_train=20, num_heldout=30, seed=0)
 
@@ -47,15 +47,6 @@ def test_elbo_and_kl_add_up_to_the_evidence():
     assert abs(elbo.value + kl - MODEL.exact_log_evidence()) < 4 * elbo.std_error
 
 
-def _assert_moments(draws: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> None:
-    """Mean and variance of M draws within 4 Monte Carlo s.e. of N(loc, scale²)."""
-    count = draws.shape[0]
-    mean_error = (draws.mean(0) - loc) / scale
-    variance_ratio = draws.var(0) / scale**2
-    assert (mean_error.abs() < 4 / math.sqrt(count)).all(), mean_error
-    assert ((variance_ratio - 1).abs() < 4 * math.sqrt(2 / (count - 1))).all(), variance_ratio
-
-
 def test_importance_resampling_moves_a_wide_guide_onto_the_posterior():
     """SIR from q = N(mu + 0.3, (1.8 sd)²): one particle keeps q; 256 recover p(z|x)
     (the resampled law is off by O(chi²(p||q)/K))."""
@@ -68,7 +59,7 @@ def test_importance_resampling_moves_a_wide_guide_onto_the_posterior():
             MODEL, guide, (), ["loc"], 400, num_particles=num_particles, max_plate_nesting=1
         )["loc"]
         assert draws.shape == (400, 2)
-        _assert_moments(draws, loc, scale)
+        assert_normal_moments(draws, loc, scale)
 
 
 def test_stratified_resampling_never_keeps_a_component_that_proposes_nothing():
@@ -87,7 +78,7 @@ def test_stratified_resampling_never_keeps_a_component_that_proposes_nothing():
     resampled = importance_resampled_draws(
         MODEL, guide, args, ["loc"], 400, num_particles=2, max_plate_nesting=1, stratify=True
     )["loc"]
-    _assert_moments(resampled, posterior.loc, posterior.scale)
+    assert_normal_moments(resampled, posterior.loc, posterior.scale)
     raw = importance_resampled_draws(
         MODEL, guide, args, ["loc"], 400, num_particles=1, max_plate_nesting=1
     )["loc"]

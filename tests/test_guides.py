@@ -27,6 +27,7 @@ from pyro_elbo_lab.lab import run
 from pyro_elbo_lab.models import NormalNormal
 from pyro_elbo_lab.objectives import IWAE, BetaELBO, IWAEDReG
 from pyro_elbo_lab.registry import guides, models
+from tests.helpers import assert_normal_moments
 
 MODEL = NormalNormal(num_train=20, seed=0)
 POSTERIOR = MODEL.exact_posterior()["loc"].base_dist
@@ -63,12 +64,7 @@ def _draws(guide, model=MODEL, site="loc") -> torch.Tensor:
 
 
 def _assert_matches_posterior(draws: torch.Tensor) -> None:
-    """Mean and variance of ``DRAWS`` draws of ``loc`` within 4 Monte Carlo s.e. of exact."""
-    draws = draws.reshape(DRAWS, -1)
-    mean_error = (draws.mean(0) - POSTERIOR.loc) / POSTERIOR.scale
-    variance_ratio = draws.var(0) / POSTERIOR.scale**2
-    assert (mean_error.abs() < 4 / math.sqrt(DRAWS)).all(), mean_error
-    assert ((variance_ratio - 1).abs() < 4 * math.sqrt(2 / (DRAWS - 1))).all(), variance_ratio
+    assert_normal_moments(draws.reshape(DRAWS, -1), POSTERIOR.loc, POSTERIOR.scale)
 
 
 @dataclass(frozen=True)
