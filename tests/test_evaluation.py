@@ -145,6 +145,9 @@ def test_suite_reports_the_error_of_the_importance_resampled_posterior():
     assert resampled["mean_error_max"] < 4 * math.sqrt(2 / 1000)
     assert resampled["sd_error_max"] < 4 * math.sqrt(1 / 1000) + 0.05
     assert metrics["samples"]["resample_particles"] == 64
+    # one site: the report's summaries are its values
+    assert metrics["posterior_mean_error"] == own["mean_error_max"]
+    assert metrics["posterior_sd_error_resampled"] == resampled["sd_error_max"]
 
 
 def test_settings_reject_non_positive_sample_sizes():

@@ -136,7 +136,9 @@ def test_every_guide_fits_the_normal_normal_posterior_with_iwae(name):
 #: signal falls as 1/sqrt(K), Rainforth et al. 2018; here tails and a far light
 #: component move L_K by < 0.01 nat) or, for SIWAE, not at all: a component that
 #: proposes no mass cancels (alpha_c w = p / q_c), so the bound is tight with it. A
-#: strict xfail turns red the day one of them starts fitting.
+#: strict xfail turns red the day one of them starts fitting. The others pass at this
+#: seed only: experiments/guides_under_iwae measured a mean-field Gaussian's own sd off
+#: by 0.56 at seed 2, while every resampled guide stayed at the noise floor.
 KNOWN_MISSES = {
     "flow": "affine-coupling flow left over-dispersed: variance 3.0x and 5.7x",
     "iaf": "IAF mean off by 0.28 posterior sd (tolerance 0.2), variance 1.7x",

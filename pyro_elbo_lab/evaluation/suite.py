@@ -69,7 +69,9 @@ def evaluate_guide(
     with ``*_se``; against the truth ``exact_log_evidence`` (or ``ais_log_evidence``)
     with ``*_gap`` and ``kl_to_posterior`` = log p(x) − ELBO. Also ``psis_khat``,
     ``heldout_loglik`` (global-latent models), ``posterior_error`` per site (against the
-    exact posterior or reference draws), ``posterior_error_resampled`` the same for the
+    exact posterior or reference draws; ``posterior_mean_error`` and
+    ``posterior_sd_error`` are the largest over all sites), ``posterior_error_resampled``
+    (and its two summaries with that suffix) the same for the
     importance-resampled guide (``resample_particles`` particles per draw, stratified
     as ``objective`` trains: the posterior that importance-weighted objectives fit, see
     :func:`importance_resampled_draws`), ``gaussian_kl`` per site where both are
@@ -213,4 +215,10 @@ def _posterior_errors(model, target, guide, args, settings, objective) -> dict[s
             stratify=getattr(objective, "supports_stratified", False),
         )  # fmt: skip
         errors["posterior_error_resampled"] = standardized_errors(resampled, reference)
-    return errors
+    summaries = {}
+    for key, per_site in errors.items():
+        suffix = key.removeprefix("posterior_error")
+        for error in ("mean", "sd"):
+            worst = max(site[f"{error}_error_max"] for site in per_site.values())
+            summaries[f"posterior_{error}_error{suffix}"] = worst
+    return errors | summaries

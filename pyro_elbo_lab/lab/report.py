@@ -28,6 +28,10 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("kl_to_posterior", "KL(q‖p)", "metrics"),
     ("psis_khat", "PSIS k̂", "metrics"),
     ("heldout_loglik", "held-out LL/pt", "metrics"),
+    ("posterior_mean_error", "max mean error (sd)", "metrics"),
+    ("posterior_sd_error", "max sd error", "metrics"),
+    ("posterior_mean_error_resampled", "resampled: max mean error (sd)", "metrics"),
+    ("posterior_sd_error_resampled", "resampled: max sd error", "metrics"),
     ("final_loss", "final loss", "fit"),
     ("steps_per_second", "steps/s", "fit"),
 )
