@@ -8,6 +8,7 @@ import pyro
 import pytest
 import torch
 
+from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.evaluation import (
     EvaluationSettings,
     estimate_elbo,
@@ -84,6 +85,11 @@ def test_stratified_resampling_never_keeps_a_component_that_proposes_nothing():
     )["loc"]
     far = (raw - posterior.loc).div(posterior.scale).abs().max(-1).values > 20
     assert 0.4 < far.double().mean() < 0.6
+    # every draw needs a complete set of strata, even where all draws together have one
+    with pytest.raises(ConfigError, match=r"\(3: .*resample_particles\) must be a multiple"):
+        importance_resampled_draws(
+            MODEL, guide, args, ["loc"], 400, num_particles=3, max_plate_nesting=1, stratify=True
+        )
 
 
 def test_heldout_estimate_matches_the_exact_predictive_at_the_posterior():

@@ -90,7 +90,7 @@ def _resample(model, guide, args, sites, rows, num_particles, max_plate_nesting,
     total = rows * num_particles
     weights = sample_log_weights(
         model, guide, args, {}, num_particles=total, max_plate_nesting=max_plate_nesting,
-        stratify=stratify,
+        stratify=stratify, strata_group=num_particles,
     )  # fmt: skip
     log_weights = weights.log_weights
     if weights.log_particle_weights is not None:

@@ -196,10 +196,12 @@ class AutoGaussianMixture(SampledQuantiles, AutoContinuous):
         if strata is None:
             return pyro.sample(name, mixture, infer={"is_auxiliary": True, "stratifiable": True})
         num, components = strata.num_particles, self.num_components
-        if num % components:
+        group = strata.group_size or num
+        if group % components:
             raise ConfigError(
-                f"stratified sampling draws every component equally often: objective."
-                f"num_particles ({num}) must be a multiple of guide.num_components ({components})"
+                f"stratified sampling draws every component equally often: the particles of "
+                f"each estimate ({group}: objective.num_particles, or evaluation."
+                f"resample_particles) must be a multiple of guide.num_components ({components})"
             )
         per_component = num // components
         weights = torch.log_softmax(self.logits, -1).repeat(per_component)

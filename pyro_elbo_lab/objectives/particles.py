@@ -48,21 +48,27 @@ class ParticleStrata:
     A guide that can stratify (e.g. a mixture drawing particle k from component
     k mod C) reads ``num_particles`` and ``batch_dims``, draws reparameterised
     particles, and stores each particle's log stratum weight
-    :math:`\log \pi_k` (:math:`\sum_k \pi_k = 1`) in ``log_weights``.
+    :math:`\log \pi_k` (:math:`\sum_k \pi_k = 1`) in ``log_weights``. The particles
+    form consecutive groups of ``group_size`` (default: one group of all), one estimate
+    each, and every group must hold a complete stratified set.
     """
 
     num_particles: int
     batch_dims: int
     log_weights: torch.Tensor | None = None
+    group_size: int | None = None
 
 
 _STRATA: list[ParticleStrata] = []
 
 
 @contextlib.contextmanager
-def stratified_particles(num_particles: int, max_plate_nesting: int) -> Iterator[ParticleStrata]:
-    """Let guides that can stratify do so while drawing ``num_particles`` particles."""
-    strata = ParticleStrata(num_particles, max_plate_nesting + 1)
+def stratified_particles(
+    num_particles: int, max_plate_nesting: int, group_size: int | None = None
+) -> Iterator[ParticleStrata]:
+    """Let guides that can stratify do so while drawing ``num_particles`` particles, in
+    groups of ``group_size`` (None: one group)."""
+    strata = ParticleStrata(num_particles, max_plate_nesting + 1, group_size=group_size)
     _STRATA.append(strata)
     try:
         yield strata
@@ -165,6 +171,7 @@ def sample_log_weights(
     guide_values: poutine.Trace | None = None,
     detach_draws: bool = False,
     stratify: bool = False,
+    strata_group: int | None = None,
 ) -> LogWeights:
     """Draw ``num_particles`` particles from ``guide`` and weigh them under ``model``.
 
@@ -184,6 +191,8 @@ def sample_log_weights(
         Costs one more guide pass.
     :param stratify: let a guide that can stratify draw its particles by strata
         (:class:`ParticleStrata`); their weights come back in ``log_particle_weights``.
+    :param strata_group: with ``stratify``, particles per estimate: each consecutive
+        group of this many holds a complete stratified set (None: all of them).
     """
     plate = particle_plate(num_particles, max_plate_nesting)
     plated_guide = plate(guide)
@@ -192,7 +201,7 @@ def sample_log_weights(
     if guide_values is not None:
         plated_guide = poutine.replay(plated_guide, trace=guide_values)
     with (
-        stratified_particles(num_particles, max_plate_nesting)
+        stratified_particles(num_particles, max_plate_nesting, strata_group)
         if stratify
         else contextlib.nullcontext()
     ) as strata:
