@@ -37,10 +37,10 @@ _BUILTIN_MODULES = ("pyro_elbo_lab.objectives", "pyro_elbo_lab.guides", "pyro_el
 class Component:
     """A registered factory with its name, one-line description and traits.
 
-    Traits are facts the lab checks before any compute, e.g. ``requires_reparam``
-    (objective needs reparameterised guide samples; objectives on the engine state it
-    on the built instance instead, since it can depend on their options) or
-    ``enumerates`` (objective marginalises discrete latents by enumeration).
+    Traits are facts about a guide or model the lab reads before building it, e.g. a
+    guide's ``point_estimate`` or a model's ``exact_log_evidence``. An objective states
+    its facts (``requires_reparam``, ``enumerates``, ``reports_loss``) on the built
+    instance, since they can depend on its options: one channel for each.
     """
 
     name: str

@@ -17,9 +17,14 @@ from pyro_elbo_lab.lab import run
 from pyro_elbo_lab.registry import guides, models, objectives
 
 
+def _objective_fact(name: str, fact: str, default: bool = False) -> bool:
+    """A fact an objective states on its instance (``enumerates``, ``reports_loss``)."""
+    return getattr(objectives.build(name), fact, default)
+
+
 def _lab_overrides(kind: str, name: str) -> list[str]:
     # Objectives that enumerate discrete latents are checked on a model that has some.
-    if kind == "objective" and objectives.get(name).trait("enumerates"):
+    if kind == "objective" and _objective_fact(name, "enumerates"):
         return [f"{kind}={name}", "model=gmm", "model.assignment=enumerated", "steps=8"]
     # Guides that name the configuration they are for are checked there.
     if kind == "guide" and guides.get(name).trait("example_overrides"):
@@ -40,7 +45,7 @@ def test_objective_contract(name, compose_config):
     record = run(config)
     assert record["status"] == "ok", record["message"]
     finite = [loss for loss in record["fit"]["loss_history"]["loss"] if math.isfinite(loss)]
-    if objectives.get(name).trait("reports_loss", True):
+    if _objective_fact(name, "reports_loss", True):
         assert len(finite) == len(record["fit"]["loss_history"]["loss"])
     assert math.isfinite(record["metrics"]["elbo"]) and math.isfinite(record["metrics"]["iwae"])
     assert _device_of_params() == {"cpu"}
@@ -76,7 +81,7 @@ def test_objective_runs_on_cuda(name, compose_config):
 def _valid_pairs() -> list[tuple[str, str]]:
     pairs = []
     for objective in objectives.names():
-        if objectives.get(objective).trait("enumerates"):
+        if _objective_fact(objective, "enumerates"):
             continue  # needs enumerated latents: checked on the enumerated GMM above
         pairs += [(objective, model) for model in models.names()]
     return pairs

@@ -210,7 +210,7 @@ class AutoGaussianMixture(SampledQuantiles, AutoContinuous):
         return pyro.sample(name, StratifiedDraw(mixture, batch_shape), infer={"is_auxiliary": True})
 
 
-@guides.register("mixture", stratified=True)
+@guides.register("mixture")
 def mixture(
     model: Callable[..., Any],
     num_components: int = 2,

@@ -110,7 +110,7 @@ def _build_optim(node: Any) -> pyro.optim.PyroOptim:
 def check_compatible(components: Components) -> None:
     """Combinations that cannot work fail here, naming the fix."""
     model, objective_entry = components.model, components.objective_entry
-    if model.enumerated_sites and not objective_entry.trait("enumerates"):
+    if model.enumerated_sites and not getattr(components.objective, "enumerates", False):
         raise ConfigError(
             f"model '{components.model_entry.name}' has discrete latents "
             f"{list(model.enumerated_sites)} that objective '{objective_entry.name}' cannot "
@@ -118,7 +118,7 @@ def check_compatible(components: Components) -> None:
             "(e.g. model.assignment=marginalized)"
         )
     objective = components.objective
-    if getattr(objective, "requires_reparam", objective_entry.trait("requires_reparam")):
+    if getattr(objective, "requires_reparam", False):
         with poutine.block():
             guide_trace = poutine.trace(components.guide).get_trace(model.train_data)
         require_reparameterized(

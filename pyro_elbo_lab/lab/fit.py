@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from pyro_elbo_lab.compiled_svi import CompiledSVI
 from pyro_elbo_lab.lab.components import Components
+from pyro_elbo_lab.objectives.pyro_builtin import scalar_loss
 from pyro_elbo_lab.optim import FusedAdam
 
 PARAMETER_CHECK_EVERY = 25
@@ -66,11 +67,6 @@ class FitResult:
         return {"step": steps, "loss": means}
 
 
-def scalar_loss(loss: float | tuple[float, ...]) -> float:
-    """SVI's step value as one number (ReweightedWakeSleep returns (theta, phi) losses)."""
-    return float(loss[0]) if isinstance(loss, tuple) else float(loss)
-
-
 def _parameters_finite() -> bool:
     values = [value.detach() for value in pyro.get_param_store().values()]
     return not values or bool(torch.stack([value.isfinite().all() for value in values]).all())
@@ -96,7 +92,7 @@ def fit(
     parameters, checked every ``PARAMETER_CHECK_EVERY`` steps and at the end.
     """
     svi = _svi(components)
-    reports_loss = components.objective_entry.trait("reports_loss", True)
+    reports_loss = getattr(components.objective, "reports_loss", True)
     data = components.model.train_data
     result = FitResult()
     show = progress_bar and sys.stderr.isatty()

@@ -24,7 +24,7 @@ def _read_zipped_json(path: Path | object) -> object:
         return json.loads(archive.read(archive.namelist()[0]))
 
 
-@models.register("eight_schools", reference_posterior=True)
+@models.register("eight_schools")
 class EightSchools(LatentVariableModel):
     r"""The hierarchical eight-schools model of Rubin (1981), non-centred.
 

@@ -50,7 +50,8 @@ class WeightGroups:
     log_weights: torch.Tensor
     stopped_log_weights: torch.Tensor | None
     offset: torch.Tensor
-    scale: float
+    #: a scalar, or ``[G]`` per datapoint under a tensor-valued ``poutine.scale``
+    scale: torch.Tensor | float
     per_datapoint: bool
     #: :math:`\log q(z_{kg})` of each group's latents (score-function estimators need it)
     log_q: torch.Tensor | None = None
@@ -69,9 +70,14 @@ class WeightGroups:
             return log_mean_exp(values, 0)
         return (self.log_particle_weights + values).logsumexp(0)
 
+    def scaled_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """:math:`\\sum \\mathrm{scale}_g v_{\\cdot g}`: every entry of ``values``
+        (last dim: groups), each group at its scale."""
+        return (self.scale * values).sum()
+
     def combine(self, per_group: torch.Tensor) -> torch.Tensor:
-        """:math:`\\bar{\\mathrm{offset}} + \\mathrm{scale}\\cdot\\sum_g` ``per_group``."""
-        return self.offset.mean() + self.scale * per_group.sum()
+        """:math:`\\bar{\\mathrm{offset}} + \\sum_g \\mathrm{scale}_g` ``per_group``."""
+        return self.offset.mean() + self.scaled_sum(per_group)
 
 
 def group_weights(weights: LogWeights, per_datapoint: bool) -> WeightGroups:
@@ -99,8 +105,14 @@ def group_weights(weights: LogWeights, per_datapoint: bool) -> WeightGroups:
             f"but {list(weights.global_latent_sites)} are global (a per-datapoint bound would "
             "count them once per point); use per_datapoint=false"
         )
+    if weights.local_scale is None:
+        raise ConfigError(
+            "per_datapoint bounds need one scale per datapoint, shared by every site in the "
+            "data plate, but a poutine.scale varies within a datapoint or between its sites; "
+            "use per_datapoint=false"
+        )
     local = weights.local_log_weights()
-    offset = weights.log_weights - weights.local_scale * local.sum(-1)
+    offset = weights.log_weights - (weights.local_scale * local).sum(-1)
     return WeightGroups(
         log_weights=local,
         stopped_log_weights=weights.local_log_weights(stopped=True) if stopped else None,
@@ -358,5 +370,5 @@ def path_surrogate(
         stopped = batch.stopped_latent_log_p()
         if stopped is not None:
             correction = (model_coefficients - guide_coefficients).detach() * stopped.log_weights
-            surrogate = surrogate + stopped.scale * correction.sum()
+            surrogate = surrogate + stopped.scaled_sum(correction)
     return surrogate

@@ -2,6 +2,7 @@ r"""The β-weighted ELBO with KL annealing (warm-up)."""
 
 from __future__ import annotations
 
+import pyro.distributions as dist
 import torch
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
@@ -27,10 +28,12 @@ class BetaELBO(ParticleObjective):
     ``warmup_steps``. At β = 1 this is the ELBO; for β ≥ 1 it stays a lower bound on
     log p(x), for β < 1 (e.g. during warm-up) it is not. The likelihood term is every
     observed site, the KL every latent one. A latent's KL is analytic where Pyro has a
-    closed form for the pair (guide distribution, prior) with matching shapes — as in
-    ``TraceMeanField_ELBO``, exact for mean-field guides — and a Monte Carlo
-    :math:`\log q - \log p` otherwise (e.g. for autoguides, whose sites are Deltas of an
-    auxiliary latent); the sites that used the closed form are in ``analytic_kl_sites``.
+    closed form for the pair (guide distribution, prior) with matching shapes and the
+    same ``poutine.scale``/``mask`` on both sides — as in ``TraceMeanField_ELBO``, exact
+    for mean-field guides — and a Monte Carlo :math:`\log q - \log p` otherwise (e.g. for
+    autoguides, whose sites are Deltas of an auxiliary latent carrying the
+    unconstraining Jacobian as their log density); the sites that used the closed form
+    are in ``analytic_kl_sites``.
     Gradient: reparameterised, by autodiff. With a stratified mixture guide the
     particle average is :math:`\sum_k \pi_k` (the stratified ELBO of Morningstar et al.
     2021, unbiased: :math:`\sum_c \alpha_c \mathbb E_{q_c}[\cdot] = \mathbb E_q[\cdot]`).
@@ -131,11 +134,32 @@ class BetaELBO(ParticleObjective):
 
 
 def _analytic_kl(guide_site: dict, model_site: dict) -> torch.Tensor | None:
+    """KL(q || p) of one latent in closed form, or None where the closed form is not this
+    site's ELBO term: a guide ``Delta`` (an autoguide's constrained value: its
+    ``log_density`` is the unconstraining Jacobian, which the Monte Carlo term keeps and
+    Pyro's Delta KL drops), or a ``poutine.scale``/``poutine.mask`` that weighs the model
+    and guide terms differently (the term is then no KL)."""
     guide_fn, model_fn = guide_site["fn"], model_site["fn"]
-    if guide_fn.event_shape != model_fn.event_shape:
+    if isinstance(guide_fn, dist.Delta) or guide_fn.event_shape != model_fn.event_shape:
+        return None
+    if not (
+        _same_weighting(guide_site["scale"], model_site["scale"])
+        and _same_weighting(guide_site["mask"], model_site["mask"])
+    ):
         return None
     try:
         kl = kl_divergence(guide_fn, model_fn)
     except NotImplementedError:
         return None
     return scale_and_mask(kl, guide_site["scale"], guide_site["mask"])
+
+
+def _same_weighting(guide_value: object, model_value: object) -> bool:
+    """Whether two sites' ``scale`` (or ``mask``) values weigh every element alike."""
+    if guide_value is None or model_value is None:
+        return guide_value is model_value
+    guide_tensor, model_tensor = torch.as_tensor(guide_value), torch.as_tensor(model_value)
+    try:
+        return bool(torch.equal(*torch.broadcast_tensors(guide_tensor, model_tensor)))
+    except RuntimeError:
+        return False

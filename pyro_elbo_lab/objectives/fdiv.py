@@ -127,5 +127,5 @@ class FDivergence(ParticleObjective):
         signals = values.detach()
         if num > 1:
             signals = signals - leave_one_out_mean(signals, 0)
-        score = groups.scale * (signals * groups.log_q).sum() / num
+        score = groups.scaled_sum(signals * groups.log_q) / num
         return groups.combine(values.mean(0)) + score

@@ -127,6 +127,7 @@ class MarkovianScoreClimbing(ParticleObjective):
 
     def bound(self, batch: ParticleBatch) -> torch.Tensor:
         weights = batch.weights
+        self._require_global_latents(weights.replay_trace)
         normalized = torch.softmax(self._chain_view(weights.log_weights.detach()), -1)
         return (normalized * self._chain_view(weights.log_q)).sum(-1).mean()
 
@@ -148,8 +149,6 @@ class MarkovianScoreClimbing(ParticleObjective):
             if site["type"] != "sample" or site["is_observed"]:
                 continue
             if site_is_subsample(site):
-                if site["value"].numel() < site["fn"].size:
-                    self._require_global_latents(trace)
                 continue
             axis = self._particle_axis(site)
             state[name] = site["value"].detach().index_select(axis, chosen.to(site["value"].device))
@@ -157,6 +156,7 @@ class MarkovianScoreClimbing(ParticleObjective):
         return state
 
     def _require_global_latents(self, trace: poutine.Trace) -> None:
+        """Chains cannot keep latents of a minibatch: refuse (loss and step alike)."""
         for name, site in trace.nodes.items():
             latent = site["type"] == "sample" and not site["is_observed"]
             if not latent or site_is_subsample(site):

@@ -30,8 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
@@ -97,7 +99,7 @@ class LogWeights:
     local_log_p: torch.Tensor | None
     local_log_q: torch.Tensor | None
     local_log_q_stopped: torch.Tensor | None
-    local_scale: float
+    local_scale: torch.Tensor | None
     global_latent_sites: tuple[str, ...]
     model_trace: poutine.Trace
     guide_trace: poutine.Trace
@@ -141,11 +143,7 @@ def guess_max_plate_nesting(
     model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
 ) -> int:
     """Run model and guide once, unvectorised, and read the deepest plate dim used."""
-    with poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
+    model_trace, guide_trace = unbatched_traces(model, guide, args, kwargs)
     dims = [
         -frame.dim
         for trace in (model_trace, guide_trace)
@@ -200,22 +198,29 @@ def sample_log_weights(
         guide_values = detached_values(poutine.trace(plated_guide).get_trace(*args, **kwargs))
     if guide_values is not None:
         plated_guide = poutine.replay(plated_guide, trace=guide_values)
-    with (
-        stratified_particles(num_particles, max_plate_nesting, strata_group)
-        if stratify
-        else contextlib.nullcontext()
-    ) as strata:
-        guide_trace = poutine.trace(plated_guide).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(
-        *args, **kwargs
-    )
+    try:
+        with (
+            stratified_particles(num_particles, max_plate_nesting, strata_group)
+            if stratify
+            else contextlib.nullcontext()
+        ) as strata:
+            guide_trace = poutine.trace(plated_guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+    except ConfigError:
+        raise
+    except (RuntimeError, ValueError, IndexError) as error:
+        raise not_vectorisable(model, guide, args, kwargs, plate, error) from error
     latent_guide_trace = prune_subsample_sites(guide_trace)
     full_model_trace, model_trace = model_trace, prune_subsample_sites(model_trace)
-    _check_latents(model_trace, latent_guide_trace, require_reparam)
+    check_latents(model_trace, latent_guide_trace, require_reparam=require_reparam)
     if is_validation_enabled():
         check_model_guide_match(full_model_trace, guide_trace, max_plate_nesting + 1)
     model_trace.compute_log_prob()
     latent_guide_trace.compute_log_prob()
+    for trace in (model_trace, latent_guide_trace):
+        require_batch_dims_in_plates(trace, max_plate_nesting)
     if is_validation_enabled():
         for trace in (model_trace, latent_guide_trace):
             for site in trace.nodes.values():
@@ -227,20 +232,60 @@ def sample_log_weights(
         stopped_trace = _replay_with_stopped_params(guide, guide_trace, plate, args, kwargs)
 
     reduce = SiteReducer(num_particles, max_plate_nesting, data_plate)
-    local_scale = reduce.local_scale(model_trace)
+    log_p = reduce.total(model_trace)
     return LogWeights(
-        log_p=reduce.total(model_trace),
-        log_q=reduce.total(latent_guide_trace),
-        log_q_stopped=None if stopped_trace is None else reduce.total(stopped_trace),
+        log_p=log_p,
+        log_q=reduce.total(latent_guide_trace, empty=log_p),
+        log_q_stopped=None if stopped_trace is None else reduce.total(stopped_trace, empty=log_p),
         local_log_p=reduce.local(model_trace),
         local_log_q=reduce.local(latent_guide_trace),
         local_log_q_stopped=None if stopped_trace is None else reduce.local(stopped_trace),
-        local_scale=local_scale,
+        local_scale=reduce.local_scale(model_trace),
         global_latent_sites=reduce.global_latents(latent_guide_trace),
         model_trace=model_trace,
         guide_trace=latent_guide_trace,
         replay_trace=guide_trace,
         log_particle_weights=None if strata is None else strata.log_weights,
+    )
+
+
+def not_vectorisable(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
+    plate: pyro.plate,
+    error: Exception,
+) -> Exception:
+    """What to raise when the vectorised pass failed with ``error``.
+
+    If model and guide run unvectorised, the program is valid but not written to
+    broadcast over the particle dim: a :class:`ConfigError` naming the last site that
+    still ran and the fix. Otherwise ``error`` itself (a bug of the program's own).
+    """
+    with poutine.block(), torch.no_grad():
+        try:
+            guess_max_plate_nesting(model, guide, args, kwargs)
+        except Exception:
+            return error
+        last_site = "(none)"
+        for program in (plate(guide), plate(model)):
+            with poutine.trace() as partial, contextlib.suppress(Exception):
+                program(*args, **kwargs)
+            sites = [
+                name
+                for name, site in partial.trace.nodes.items()
+                if site["type"] == "sample" and not site_is_subsample(site)
+            ]
+            if sites:
+                last_site = sites[-1]
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ConfigError(
+        f"model and guide run alone but not with {plate.size} particles vectorised at dim "
+        f"{plate.dim}: the pass fails after site '{last_site}' ({reason}); make every site "
+        "broadcast over batch dims left of its plates (expand to batch_shape + shape, index "
+        "with pyro.ops.indexing.Vindex) and set max_plate_nesting to the model's plate depth, "
+        "or use objective=trace with vectorize_particles=false"
     )
 
 
@@ -380,26 +425,61 @@ def _replay_with_stopped_params(
     return trace
 
 
-def _check_latents(
-    model_trace: poutine.Trace, guide_trace: poutine.Trace, require_reparam: bool
+def check_latents(
+    model_trace: poutine.Trace,
+    guide_trace: poutine.Trace,
+    *,
+    objective: str = "this objective",
+    require_reparam: bool = False,
+    enumerates: bool = False,
+    require_guided: bool = True,
 ) -> None:
-    """Enumerated, unguided or (when required) non-reparameterised latents fail here."""
-    for trace in (model_trace, guide_trace):
-        for name, site in trace.nodes.items():
-            if site["type"] == "sample" and site["infer"].get("enumerate"):
+    """Refuse, naming the site: a site marked for enumeration (unless the objective
+    ``enumerates``), a model latent the guide does not draw (``require_guided``), a guide
+    site without ``rsample`` (``require_reparam``)."""
+    if not enumerates:
+        for trace in (model_trace, guide_trace):
+            for name, site in trace.nodes.items():
+                if site["type"] == "sample" and site["infer"].get("enumerate"):
+                    raise ConfigError(
+                        f"site '{name}' is marked for enumeration, which {objective} does not "
+                        "do; use objective=trace_enum, or a model form that marginalises it "
+                        "(e.g. model.assignment=marginalized)"
+                    )
+    if require_guided:
+        for name, site in model_trace.nodes.items():
+            if site["type"] == "sample" and not site["is_observed"] and name not in guide_trace:
                 raise ConfigError(
-                    f"site '{name}' is marked for enumeration, which this objective does not do; "
-                    "use objective=trace_enum, or a model form that marginalises it "
-                    "(e.g. model.assignment=marginalized)"
+                    f"model latent '{name}' is not sampled by the guide; a discrete latent must "
+                    "be enumerated (objective=trace_enum) or marginalised in the model"
                 )
-    for name, site in model_trace.nodes.items():
-        if site["type"] == "sample" and not site["is_observed"] and name not in guide_trace:
-            raise ConfigError(
-                f"model latent '{name}' is not sampled by the guide; a discrete latent must be "
-                "enumerated (objective=trace_enum) or marginalised in the model"
-            )
     if require_reparam:
-        require_reparameterized(guide_trace)
+        require_reparameterized(guide_trace, objective)
+
+
+def unbatched_traces(
+    model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
+) -> tuple[poutine.Trace, poutine.Trace]:
+    """(model, guide) traces of one unvectorised pass, hidden from outer handlers."""
+    with poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+    return model_trace, guide_trace
+
+
+def require_batch_dims_in_plates(trace: poutine.Trace, max_plate_nesting: int) -> None:
+    """Raise :class:`ConfigError` naming the first site whose log density has batch dims
+    left of the particle plate (a batch dim no plate declares, or an enumerated site)."""
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample" and site["log_prob"].dim() > max_plate_nesting + 1:
+            raise ConfigError(
+                f"site '{name}' has batch shape {tuple(site['fn'].batch_shape)}, more dims than "
+                f"its plates and the particles allow (max_plate_nesting={max_plate_nesting}); "
+                "declare each batch dim with a pyro.plate, move it into the event shape with "
+                ".to_event(), or set max_plate_nesting to the model's plate depth"
+            )
 
 
 def require_reparameterized(
@@ -424,11 +504,22 @@ def require_reparameterized(
                     "a score-function objective (e.g. objective=trace)"
                 )
             raise ConfigError(
-                f"guide site '{name}' ({type(site['fn']).__name__}) is not "
+                f"guide site '{name}' ({distribution_name(site['fn'])}) is not "
                 f"reparameterisable, but {objective} needs reparameterised samples; use a "
                 "reparameterisable guide (e.g. guide=normal) or a score-function objective "
                 "(e.g. objective=trace)"
             )
+
+
+def distribution_name(fn: Any) -> str:
+    """The name of the distribution under ``.to_event()``, ``.mask()`` and ``.expand()``
+    wrappers (``Independent(Poisson)`` reads as ``Poisson``)."""
+    while isinstance(
+        fn,
+        torch.distributions.Independent | dist.MaskedDistribution | dist.ExpandedDistribution,
+    ):
+        fn = fn.base_dist
+    return type(fn).__name__
 
 
 class SiteReducer:
@@ -465,10 +556,13 @@ class SiteReducer:
         log_prob = self._full_batch(log_prob)
         return log_prob.reshape(log_prob.shape[0], -1).sum(-1).expand(self.num_particles)
 
-    def total(self, trace: poutine.Trace) -> torch.Tensor:
+    def total(self, trace: poutine.Trace, empty: torch.Tensor | None = None) -> torch.Tensor:
+        """Every site's scaled log density summed per particle, ``[K]``; zeros like
+        ``empty`` (or on the default device) for a trace without sample sites, e.g. the
+        guide of a model with no latents, where the ELBO is log p(x)."""
         terms = [self.per_particle(site["log_prob"]) for _, site in self._sites(trace)]
         if not terms:
-            raise ConfigError("the traced program has no sample sites")
+            return torch.zeros(self.num_particles) if empty is None else torch.zeros_like(empty)
         return torch.stack(terms).sum(0)
 
     def local(self, trace: poutine.Trace, observed_only: bool = False) -> torch.Tensor | None:
@@ -477,7 +571,8 @@ class SiteReducer:
             frame = self._data_frame(site)
             if frame is None or (observed_only and not site["is_observed"]):
                 continue
-            log_prob = self._full_batch(site["unscaled_log_prob"])
+            masked = scale_and_mask(site["unscaled_log_prob"], mask=site["mask"])
+            log_prob = self._full_batch(masked)
             data_axis = self.batch_dims + frame.dim
             log_prob = log_prob.movedim(data_axis, 1)
             per_point = log_prob.reshape(log_prob.shape[0], log_prob.shape[1], -1).sum(-1)
@@ -486,11 +581,29 @@ class SiteReducer:
             return None
         return local.expand(self.num_particles, local.shape[1])
 
-    def local_scale(self, trace: poutine.Trace) -> float:
+    def local_scale(self, trace: poutine.Trace) -> torch.Tensor | None:
+        """The scale of each datapoint's sites in the data plate: a scalar or ``[N]``
+        tensor; None when it differs within a datapoint or between the plate's sites."""
+        scales = []
         for _, site in self._sites(trace):
-            if self._data_frame(site) is not None:
-                return float(site["scale"])
-        return 1.0
+            frame = self._data_frame(site)
+            if frame is None:
+                continue
+            scale = torch.as_tensor(site["scale"])
+            if scale.dim() == 0:
+                scales.append(scale)
+                continue
+            scale = self._full_batch(scale.expand(site["unscaled_log_prob"].shape))
+            scale = scale.movedim(self.batch_dims + frame.dim, 0).reshape(frame.size, -1)
+            if not bool((scale == scale[:, :1]).all()):
+                return None
+            scales.append(scale[:, 0])
+        if not scales:
+            return torch.tensor(1.0)
+        first = scales[0]
+        if any(not torch.equal(*torch.broadcast_tensors(first, other)) for other in scales[1:]):
+            return None
+        return first
 
     def global_latents(self, guide_trace: poutine.Trace) -> tuple[str, ...]:
         return tuple(

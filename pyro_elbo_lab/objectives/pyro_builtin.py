@@ -1,9 +1,20 @@
-"""Pyro's own objectives, registered under short names so the lab compares against them."""
+"""Pyro's own objectives, registered under short names so the lab compares against them.
+
+Each is Pyro's class with what the lab's contract adds before any compute: the facts
+the lab checks (``requires_reparam``, ``enumerates``, ``reports_loss``) as instance
+attributes, like the engine's objectives, and a one-line refusal instead of a crash for
+programs the class cannot handle (an enumerated site it would sample from the prior, a
+non-reparameterisable site it needs to differentiate through, a model that does not
+broadcast over its vectorised particles).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import pyro.distributions as dist
+from pyro import poutine
 from pyro.infer import (
     ELBO,
     RenyiELBO,
@@ -14,9 +25,123 @@ from pyro.infer import (
     TraceMeanField_ELBO,
     TraceTailAdaptive_ELBO,
 )
+from pyro.util import get_rng_state, set_rng_state
 
 from pyro_elbo_lab.errors import ConfigError, require, require_positive_int
+from pyro_elbo_lab.objectives.particles import (
+    check_latents,
+    guess_max_plate_nesting,
+    not_vectorisable,
+    particle_plate,
+    unbatched_traces,
+)
 from pyro_elbo_lab.registry import objectives
+
+
+class CheckedPyroObjective:
+    """Mixin for a Pyro ELBO class: refuse what it cannot do, once per (model, guide)."""
+
+    name: str = "pyro"
+    requires_reparam: bool = False
+    enumerates: bool = False
+    reports_loss: bool = True
+    #: whether the guide must draw latents with a score (RWS's wake-φ differentiates them)
+    needs_guide_latents: bool = False
+
+    def _refuse_unsupported(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
+        checked = self.__dict__.setdefault("_checked_programs", set())
+        if (id(model), id(guide)) in checked:
+            return
+        rng_state = get_rng_state()  # the check must not shift the objective's draws
+        try:
+            model_trace, guide_trace = unbatched_traces(model, guide, args, kwargs)
+        finally:
+            set_rng_state(rng_state)
+        check_latents(
+            model_trace,
+            guide_trace,
+            objective=f"objective '{self.name}'",
+            require_reparam=self.requires_reparam,
+            enumerates=self.enumerates,
+            require_guided=False,
+        )
+        if self.needs_guide_latents:
+            _require_scored_guide_latents(guide_trace, self.name)
+        checked.add((id(model), id(guide)))
+
+    def _checked(self, method: Callable, model: Callable, guide: Callable, args, kwargs):
+        self._refuse_unsupported(model, guide, args, kwargs)
+        if not getattr(self, "vectorize_particles", False):
+            return method(model, guide, *args, **kwargs)
+        try:
+            return method(model, guide, *args, **kwargs)
+        except ConfigError:
+            raise
+        except (RuntimeError, ValueError, IndexError) as error:
+            nesting = guess_max_plate_nesting(model, guide, args, kwargs)
+            plate = particle_plate(self.num_particles, nesting)
+            raise not_vectorisable(model, guide, args, kwargs, plate, error) from error
+
+
+def scalar_loss(loss: Any) -> float:
+    """A loss method's value as one number: Pyro's ReweightedWakeSleep returns the pair
+    (wake-θ loss, φ loss), whose first is −IWAE_K like every other objective's loss."""
+    return float(loss[0]) if isinstance(loss, tuple) else float(loss)
+
+
+def _require_scored_guide_latents(guide_trace: poutine.Trace, name: str) -> None:
+    latents = [
+        (site_name, site)
+        for site_name, site in guide_trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    ]
+    if not latents:
+        raise ConfigError(
+            f"objective '{name}' updates the guide by wake-phi, but the guide draws no latent "
+            "(the model has none); use objective=trace"
+        )
+    scored = [site_name for site_name, site in latents if not isinstance(site["fn"], dist.Delta)]
+    if not scored:
+        raise ConfigError(
+            f"guide site '{latents[0][0]}' is a point mass and the guide draws nothing with a "
+            f"density, so wake-phi under objective '{name}' has no gradient; use a guide with "
+            "a density (e.g. guide=normal) or objective=trace"
+        )
+
+
+def _checked_class(base: type, name: str, **facts: Any) -> type:
+    """``base`` with every loss method it has (Pyro's RenyiELBO, ReweightedWakeSleep and
+    TraceGraph_ELBO have no ``differentiable_loss``) run through the checks first."""
+
+    def checked(method_name: str) -> Callable:
+        method = getattr(base, method_name)
+
+        def run(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Any:
+            return self._checked(method.__get__(self), model, guide, args, kwargs)
+
+        run.__name__ = method_name
+        run.__doc__ = method.__doc__
+        return run
+
+    methods = {
+        method_name: checked(method_name)
+        for method_name in ("loss", "loss_and_grads", "differentiable_loss")
+        if hasattr(base, method_name)
+    }
+    return type(base.__name__, (CheckedPyroObjective, base), {"name": name, **facts, **methods})
+
+
+CheckedTrace = _checked_class(Trace_ELBO, "trace")
+CheckedTraceMeanField = _checked_class(
+    TraceMeanField_ELBO, "trace_mean_field", requires_reparam=True
+)
+CheckedTraceGraph = _checked_class(TraceGraph_ELBO, "trace_graph")
+CheckedTraceEnum = _checked_class(TraceEnum_ELBO, "trace_enum", enumerates=True)
+CheckedRenyi = _checked_class(RenyiELBO, "renyi")
+CheckedRWS = _checked_class(ReweightedWakeSleep, "rws", needs_guide_latents=True)
+CheckedTailAdaptive = _checked_class(
+    TraceTailAdaptive_ELBO, "tail_adaptive", requires_reparam=True, reports_loss=False
+)
 
 
 def particle_options(
@@ -34,12 +159,12 @@ def particle_options(
     return options
 
 
-@objectives.register("trace", reference=True)
+@objectives.register("trace")
 def trace(
     num_particles: int = 1, vectorize_particles: bool = False, max_plate_nesting: int | None = None
 ) -> ELBO:
     """Pyro's Trace_ELBO: the standard ELBO (reparameterised or score function); the baseline."""
-    return Trace_ELBO(**particle_options(num_particles, vectorize_particles, max_plate_nesting))
+    return CheckedTrace(**particle_options(num_particles, vectorize_particles, max_plate_nesting))
 
 
 @objectives.register("trace_mean_field")
@@ -47,7 +172,7 @@ def trace_mean_field(
     num_particles: int = 1, vectorize_particles: bool = False, max_plate_nesting: int | None = None
 ) -> ELBO:
     """Pyro's TraceMeanField_ELBO: E_q[log p(x|z)] - KL(q||p), the KL analytic where known."""
-    return TraceMeanField_ELBO(
+    return CheckedTraceMeanField(
         **particle_options(num_particles, vectorize_particles, max_plate_nesting)
     )
 
@@ -57,17 +182,19 @@ def trace_graph(
     num_particles: int = 1, vectorize_particles: bool = False, max_plate_nesting: int | None = None
 ) -> ELBO:
     """Pyro's TraceGraph_ELBO: score-function terms with Rao-Blackwellisation and baselines."""
-    return TraceGraph_ELBO(
+    return CheckedTraceGraph(
         **particle_options(num_particles, vectorize_particles, max_plate_nesting)
     )
 
 
-@objectives.register("trace_enum", enumerates=True)
+@objectives.register("trace_enum")
 def trace_enum(
     num_particles: int = 1, vectorize_particles: bool = False, max_plate_nesting: int | None = None
 ) -> ELBO:
     """Pyro's TraceEnum_ELBO: sums out discrete latents marked for enumeration."""
-    return TraceEnum_ELBO(**particle_options(num_particles, vectorize_particles, max_plate_nesting))
+    return CheckedTraceEnum(
+        **particle_options(num_particles, vectorize_particles, max_plate_nesting)
+    )
 
 
 @objectives.register("renyi")
@@ -83,7 +210,7 @@ def renyi(
             "objective.alpha must differ from 1 (the Rényi bound at alpha=1 is the ELBO: "
             "use objective=trace)"
         )
-    return RenyiELBO(
+    return CheckedRenyi(
         alpha=alpha, **particle_options(num_particles, vectorize_particles, max_plate_nesting)
     )
 
@@ -100,14 +227,14 @@ def rws(
     require(0.0 <= insomnia <= 1.0, f"objective.insomnia must lie in [0, 1], got {insomnia!r}")
     if num_sleep_particles is not None:
         require_positive_int("objective.num_sleep_particles", num_sleep_particles)
-    return ReweightedWakeSleep(
+    return CheckedRWS(
         insomnia=insomnia,
         num_sleep_particles=num_sleep_particles,
         **particle_options(num_particles, vectorize_particles, max_plate_nesting),
     )
 
 
-@objectives.register("tail_adaptive", requires_reparam=True, reports_loss=False)
+@objectives.register("tail_adaptive")
 def tail_adaptive(
     num_particles: int = 8, tail_adaptive_beta: float = -1.0, max_plate_nesting: int | None = None
 ) -> ELBO:
@@ -117,7 +244,7 @@ def tail_adaptive(
         -1.0 <= tail_adaptive_beta < 0.0,
         f"objective.tail_adaptive_beta must lie in [-1, 0), got {tail_adaptive_beta!r}",
     )
-    return TraceTailAdaptive_ELBO(
+    return CheckedTailAdaptive(
         tail_adaptive_beta=tail_adaptive_beta,
         **particle_options(num_particles, True, max_plate_nesting),
     )

@@ -84,4 +84,4 @@ class VIMCO(IWAE):
         log_weights = groups.log_weights
         signals = (log_mean_exp(log_weights, 0) - leave_one_out_bounds(log_weights)).detach()
         # The bound itself, at fixed draws, carries sum_k w~_k grad log w_k.
-        return self.bound(batch) + groups.scale * (signals * groups.log_q).sum()
+        return self.bound(batch) + groups.scaled_sum(signals * groups.log_q)
