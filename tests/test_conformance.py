@@ -1,0 +1,110 @@
+"""The conformance suite: every registered objective on every catalogue case ends in
+agreement or a one-line refusal; ELBO-equivalent configurations match Pyro's ELBO in
+expectation. Registering an objective or a model enrols it here."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from pyro_elbo_lab.conformance import (
+    ELBO_EQUIVALENTS,
+    all_cases,
+    check_case,
+    check_elbo_equivalence,
+)
+from pyro_elbo_lab.conformance.__main__ import main
+from pyro_elbo_lab.conformance.catalogue import handwritten_cases
+from pyro_elbo_lab.registry import models, objectives
+
+CASES = {case.name: case for case in all_cases()}
+
+#: What the catalogue must cover (issue 15): feature -> at least this many cases.
+REQUIRED_FEATURES = {
+    "subsample": 4,
+    "scale": 3,
+    "tensor_scale": 3,
+    "mask": 2,
+    "obs_mask": 1,
+    "constrained": 9,
+    "to_event": 3,
+    "score_function": 3,
+    "enumerated": 2,
+    "factor": 2,
+    "no_latents": 2,
+    "pyro.module": 2,
+    "PyroModule": 2,
+    "particle_dim": 2,
+    "lab_model": len(models.names()),
+}
+
+
+def test_the_catalogue_covers_every_kind_of_valid_program():
+    assert len(handwritten_cases()) >= 40
+    counts = collections.Counter(feature for case in CASES.values() for feature in case.features)
+    for feature, minimum in REQUIRED_FEATURES.items():
+        assert counts[feature] >= minimum, feature
+    names = " ".join(CASES)
+    for kind in ("nested_plates", "side_by_side_plates", "auto_dim_plates", "several_sites"):
+        assert kind in names
+    for autoguide in ("auto_normal", "auto_diagonal_normal", "auto_mvn", "auto_delta"):
+        assert sum(name.endswith(autoguide) for name in CASES) >= 3
+
+
+@pytest.mark.parametrize("case_name", CASES)
+@pytest.mark.parametrize("objective", objectives.names())
+def test_every_objective_agrees_or_refuses(objective, case_name):
+    outcome = check_case(objective, CASES[case_name])
+    assert outcome.verdict in ("agree", "refuse")
+
+
+@pytest.mark.parametrize(
+    ("objective", "case_name"),
+    [
+        ("iwae", "normal/auto_diagonal_normal"),
+        ("stl", "gamma/auto_mvn"),
+        ("beta_elbo", "tensor_scaled_data/handwritten"),
+        ("vimco", "bernoulli_latent/handwritten"),
+        ("tvo", "factor_only/empty"),
+        ("trace_enum", "enumerated_local/auto_diagonal_normal"),
+    ],
+)
+def test_supported_programs_agree(objective, case_name):
+    assert check_case(objective, CASES[case_name]).verdict == "agree"
+
+
+@pytest.mark.parametrize(
+    ("objective", "case_name", "site"),
+    [
+        ("iwae", "bernoulli_latent/handwritten", "on"),
+        ("stl", "score_function_normal/handwritten", "loc"),
+        ("vimco", "enumerated_global/auto_normal", "component"),
+        ("msc", "subsampled_local/handwritten", "shift"),
+        ("iwae_dreg", "unbatched_only/auto_normal", "slope"),
+        ("trace", "enumerated_local/auto_diagonal_normal", "component"),
+        ("trace_mean_field", "poisson_event/handwritten", "counts"),
+        ("rws", "normal/auto_delta", "loc"),
+    ],
+)
+def test_unsupported_programs_are_refused_naming_the_site(objective, case_name, site):
+    outcome = check_case(objective, CASES[case_name])
+    assert outcome.verdict == "refuse"
+    assert f"'{site}'" in outcome.message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case_name", CASES)
+@pytest.mark.parametrize("equivalent", ELBO_EQUIVALENTS, ids=lambda spec: spec.label)
+def test_elbo_equivalent_objectives_match_pyros_elbo_in_expectation(equivalent, case_name):
+    outcome = check_elbo_equivalence(equivalent, CASES[case_name])
+    features = CASES[case_name].features
+    if outcome.verdict == "refuse":  # only programs no path-gradient objective can take
+        assert {"score_function", "enumerated", "not_vectorisable"} & set(features)
+
+
+def test_the_outcome_table_lists_every_objective(capsys):
+    assert main([]) == 0
+    table = capsys.readouterr().out
+    for name in objectives.names():
+        assert f"| {name} |" in table
