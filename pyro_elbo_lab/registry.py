@@ -19,6 +19,7 @@ layer can register into it; the built-in components are imported on first lookup
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import types
@@ -134,21 +135,45 @@ class Registry:
                 self.add(entry_point.name, entry_point.load())
 
 
+def parameter_names(factory: Callable[..., Any]) -> list[str]:
+    """The keyword parameters ``factory`` accepts: its signature's, and the fields of the
+    options dataclass it declares as ``options_type`` (taken through ``**options``)."""
+    signature = inspect.signature(factory)
+    names = [
+        p.name
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    options_type = getattr(factory, "options_type", None)
+    if options_type is not None:
+        names += [
+            field.name for field in dataclasses.fields(options_type) if field.name not in names
+        ]
+    return names
+
+
 def check_parameters(
     owner: str, factory: Callable[..., Any], params: Mapping[str, Any], num_positional: int = 0
 ) -> None:
-    """Check ``params`` against the keyword parameters of ``factory`` and their type hints."""
+    """Check ``params`` against the keyword parameters of ``factory`` and their type hints
+    (those of its ``options_type`` too, see :func:`parameter_names`)."""
     signature = inspect.signature(factory)
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-    keyword_parameters = {
-        p.name: p
-        for p in list(signature.parameters.values())[num_positional:]
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    options_type = getattr(factory, "options_type", None)
+    accepts_any = options_type is None and any(
+        p.kind is p.VAR_KEYWORD for p in signature.parameters.values()
+    )
+    positional = [
+        p.name
+        for p in list(signature.parameters.values())[:num_positional]
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    keyword_parameters = [name for name in parameter_names(factory) if name not in positional]
     try:
         hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
     except (NameError, TypeError):
         hints = {}
+    if options_type is not None:
+        hints = {**typing.get_type_hints(options_type), **hints}
     for key, value in params.items():
         if key not in keyword_parameters:
             if accepts_any:

@@ -18,7 +18,7 @@ from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.autoguide import AutoNormal
 
-from pyro_elbo_lab.compiled_svi import CompiledSVI
+from pyro_elbo_lab.engine import WARNING_PREFIX, CompiledSVI
 from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.models import GaussianMixture
 from pyro_elbo_lab.objectives import (
@@ -28,7 +28,6 @@ from pyro_elbo_lab.objectives import (
     MarkovianScoreClimbing,
     ParticleObjective,
 )
-from pyro_elbo_lab.objectives.compiled import WARNING_PREFIX
 from pyro_elbo_lab.optim import FusedAdam
 from pyro_elbo_lab.registry import objectives
 

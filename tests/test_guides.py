@@ -234,7 +234,7 @@ def test_mixture_stratified_particles_carry_the_mixture_weights():
     guide(MODEL.train_data)
     with torch.no_grad():
         guide.logits.copy_(torch.tensor([math.log(0.8), math.log(0.2)]))
-    from pyro_elbo_lab.objectives.particles import sample_log_weights
+    from pyro_elbo_lab.engine import sample_log_weights
 
     weights = sample_log_weights(
         MODEL, guide, (MODEL.train_data,), {}, num_particles=6, max_plate_nesting=1, stratify=True

@@ -16,7 +16,14 @@ from pyro.infer.autoguide import AutoDiagonalNormal, AutoMultivariateNormal, Aut
 
 from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.models import GaussianMixture, NormalNormal
-from pyro_elbo_lab.objectives import IWAE, BetaELBO, IWAEDReG, RenyiBound, StickingTheLanding
+from pyro_elbo_lab.objectives import (
+    IWAE,
+    VIMCO,
+    BetaELBO,
+    IWAEDReG,
+    RenyiBound,
+    StickingTheLanding,
+)
 from pyro_elbo_lab.registry import objectives
 from tests.helpers import (
     LocalLatentModel,
@@ -276,7 +283,9 @@ def test_objectives_work_as_elbo_modules_with_a_torch_optimiser():
     [
         (lambda: RenyiBound(alpha=1.0), r"alpha must be a number other than 1"),
         (lambda: RenyiBound(alpha=-math.inf, dreg=True), r"dreg is not defined for alpha=-inf"),
-        (lambda: IWAE(vectorize_particles=False), r"always vectorises its particles"),
+        (lambda: IWAE(vectorize_particles=False), r"has no parameter 'vectorize_particles'"),
+        (lambda: VIMCO(num_particles=1), r"objective.num_particles must be an integer >= 2"),
+        (lambda: IWAE(compile_options=["max-autotune"]), r"compile_options must be a mapping"),
         (lambda: StickingTheLanding(per_datapoint=True), r"has no per-datapoint form"),
         (lambda: BetaELBO(beta=-1.0), r"objective.beta must be >= 0"),
         (lambda: IWAE(num_particles=0), r"objective.num_particles must be an integer >= 1"),

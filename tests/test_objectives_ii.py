@@ -14,6 +14,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO
 from pyro.infer.autoguide import AutoNormal, init_to_value
 
+from pyro_elbo_lab.engine import log_sum_exp_without_each
 from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.lab import run
 from pyro_elbo_lab.models import NormalNormal
@@ -22,10 +23,10 @@ from pyro_elbo_lab.objectives import (
     VIMCO,
     FDivergence,
     MarkovianScoreClimbing,
-    ReweightedWakeSleep,
+    RWSDReG,
+    RWSScore,
     ThermodynamicVariationalObjective,
 )
-from pyro_elbo_lab.objectives.base import log_sum_exp_without_each
 from pyro_elbo_lab.objectives.csiszar import CSISZAR_FUNCTIONS, csiszar_function
 from pyro_elbo_lab.objectives.tvo import beta_partition
 from pyro_elbo_lab.objectives.vimco import leave_one_out_bounds
@@ -76,9 +77,14 @@ def test_cubo_with_few_samples_falls_below_the_log_evidence_often():
 @pytest.mark.parametrize("partition", ["linear", "log"])
 def test_tvo_left_sum_is_below_and_right_sum_above_the_log_evidence(partition):
     guide = posterior_guide(MODEL, scale_factor=0.8, shift=0.3)
-    left = value_draws(ThermodynamicVariationalObjective(5000, 5, partition), MODEL, guide, 20)
+    left = value_draws(
+        ThermodynamicVariationalObjective(5, partition, num_particles=5000), MODEL, guide, 20
+    )
     right = value_draws(
-        ThermodynamicVariationalObjective(5000, 5, partition, sum="right"), MODEL, guide, 20
+        ThermodynamicVariationalObjective(5, partition, sum="right", num_particles=5000),
+        MODEL,
+        guide,
+        20,
     )
     elbo = torch.tensor(
         [
@@ -97,10 +103,10 @@ def test_tvo_left_sum_is_below_and_right_sum_above_the_log_evidence(partition):
 
 EXACT_AT_THE_POSTERIOR = {
     "cubo": lambda: CUBO(num_particles=8),
-    "tvo(left)": lambda: ThermodynamicVariationalObjective(8),
-    "tvo(right)": lambda: ThermodynamicVariationalObjective(8, sum="right"),
-    "rws_dreg": lambda: ReweightedWakeSleep(8),
-    "vimco": lambda: VIMCO(8),
+    "tvo(left)": lambda: ThermodynamicVariationalObjective(num_particles=8),
+    "tvo(right)": lambda: ThermodynamicVariationalObjective(sum="right", num_particles=8),
+    "rws_dreg": lambda: RWSDReG(num_particles=8),
+    "vimco": lambda: VIMCO(num_particles=8),
 }
 
 
@@ -125,7 +131,9 @@ def test_tvo_with_one_interval_is_the_elbo_and_partitions_are_ordered():
     log = beta_partition(3, "log", 0.01)
     assert torch.allclose(log, torch.tensor([0.0, 0.01, 0.1, 1.0]).double())
     guide = posterior_guide(MODEL, scale_factor=0.8, shift=0.3)
-    tvo = value_draws(ThermodynamicVariationalObjective(200, num_intervals=1), MODEL, guide, 50)
+    tvo = value_draws(
+        ThermodynamicVariationalObjective(num_intervals=1, num_particles=200), MODEL, guide, 50
+    )
     elbo = torch.tensor(
         [
             -Trace_ELBO(num_particles=200, vectorize_particles=True, max_plate_nesting=1).loss(
@@ -143,8 +151,8 @@ def test_tvo_with_one_interval_is_the_elbo_and_partitions_are_ordered():
 @pytest.mark.slow
 def test_rws_dreg_wake_phi_matches_the_score_form_in_mean_with_less_variance():
     guide = distorted_autonormal(MODEL)
-    score = gradient_draws(ReweightedWakeSleep(10, dreg=False), MODEL, guide, 1500)
-    dreg = gradient_draws(ReweightedWakeSleep(10, dreg=True), MODEL, guide, 1500)
+    score = gradient_draws(RWSScore(num_particles=10), MODEL, guide, 1500)
+    dreg = gradient_draws(RWSDReG(num_particles=10), MODEL, guide, 1500)
     assert_mean_gradients_agree(score, dreg)
     assert float(dreg.var(0).sum()) < float(score.var(0).sum())
 
@@ -156,7 +164,9 @@ def test_tvo_covariance_gradient_at_one_interval_is_the_scaled_elbo_gradient():
     term by (K-1)/K, and for guide parameters that term is everything."""
     guide = distorted_autonormal(MODEL)
     k = 10
-    tvo = gradient_draws(ThermodynamicVariationalObjective(k, num_intervals=1), MODEL, guide, 1500)
+    tvo = gradient_draws(
+        ThermodynamicVariationalObjective(num_intervals=1, num_particles=k), MODEL, guide, 1500
+    )
     elbo = gradient_draws(
         Trace_ELBO(num_particles=k, vectorize_particles=True, max_plate_nesting=1),
         MODEL,
@@ -328,7 +338,7 @@ REVERSE_KL = {
 }
 MASS_COVERING = {
     "msc": lambda: MarkovianScoreClimbing(8, num_chains=4, max_plate_nesting=0),
-    "rws_dreg": lambda: ReweightedWakeSleep(16, max_plate_nesting=0),
+    "rws_dreg": lambda: RWSDReG(num_particles=16, max_plate_nesting=0),
     "fdiv(kl_forward)": lambda: FDivergence("kl_forward", num_particles=16, max_plate_nesting=0),
     "fdiv(squared_hellinger)": lambda: FDivergence(
         "squared_hellinger", num_particles=16, max_plate_nesting=0
@@ -383,7 +393,7 @@ def _logit_gradients(objective, draws: int) -> torch.Tensor:
 
 def test_vimco_has_lower_gradient_variance_than_tracegraph_in_the_same_run():
     pyro.set_rng_seed(0)
-    vimco = _logit_gradients(VIMCO(8, max_plate_nesting=1), 200)
+    vimco = _logit_gradients(VIMCO(num_particles=8, max_plate_nesting=1), 200)
     tracegraph = _logit_gradients(
         TraceGraph_ELBO(num_particles=8, vectorize_particles=True, max_plate_nesting=1), 200
     )
@@ -399,7 +409,7 @@ def test_vimco_trains_a_discrete_latent_to_a_tight_bound():
     )
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    vimco = VIMCO(8, max_plate_nesting=1)
+    vimco = VIMCO(num_particles=8, max_plate_nesting=1)
     svi = SVI(_discrete_model, _discrete_guide, pyro.optim.Adam({"lr": 0.1}), vimco)
     for _ in range(200):
         svi.step(DISCRETE_DATA)
@@ -412,13 +422,13 @@ def test_vimco_trains_a_discrete_latent_to_a_tight_bound():
 
 def test_reparameterised_objectives_refuse_the_discrete_guide_with_the_fix():
     with pytest.raises(ConfigError, match="not reparameterisable"):
-        ReweightedWakeSleep(4, dreg=True, max_plate_nesting=1).loss(
+        RWSDReG(num_particles=4, max_plate_nesting=1).loss(
             _discrete_model, _discrete_guide, DISCRETE_DATA
         )
     # The score forms accept it.
     for objective in (
-        ReweightedWakeSleep(4, dreg=False, max_plate_nesting=1),
-        ThermodynamicVariationalObjective(4, max_plate_nesting=1),
+        RWSScore(num_particles=4, max_plate_nesting=1),
+        ThermodynamicVariationalObjective(num_particles=4, max_plate_nesting=1),
         MarkovianScoreClimbing(4, max_plate_nesting=1),
         FDivergence("kl_forward", max_plate_nesting=1),
     ):
@@ -567,9 +577,11 @@ def test_upper_and_lower_sums_sandwich_the_exact_evidence_on_every_exact_model(n
     truth = model.exact_log_evidence()
     guide = _overdispersed_guide(model)
     data = model.train_data
-    left = value_draws(ThermodynamicVariationalObjective(4000), model, guide, 10, data)
+    left = value_draws(
+        ThermodynamicVariationalObjective(num_particles=4000), model, guide, 10, data
+    )
     right = value_draws(
-        ThermodynamicVariationalObjective(4000, sum="right"), model, guide, 10, data
+        ThermodynamicVariationalObjective(sum="right", num_particles=4000), model, guide, 10, data
     )
     cubo = value_draws(CUBO(num_particles=20_000), model, guide, 10, data)
     (low, low_se), (high, high_se) = mean_and_se(left), mean_and_se(right)

@@ -9,13 +9,13 @@ import torch
 from pyro.infer.autoguide import AutoNormal
 from pyro.poutine.util import site_is_subsample
 
-from pyro_elbo_lab.errors import ConfigError
-from pyro_elbo_lab.models import GaussianMixture, NormalNormal
-from pyro_elbo_lab.objectives.particles import (
+from pyro_elbo_lab.engine import (
     guess_max_plate_nesting,
     sample_log_weights,
     sample_observed_log_likelihood,
 )
+from pyro_elbo_lab.errors import ConfigError
+from pyro_elbo_lab.models import GaussianMixture, NormalNormal
 from tests.helpers import posterior_guide
 
 

@@ -85,7 +85,7 @@ def ours(n: int, k: int, d: int, compiled: bool, subsample_size: int | None = No
     from pyro.infer import SVI
     from pyro.optim import Adam
 
-    from pyro_elbo_lab.compiled_svi import CompiledSVI
+    from pyro_elbo_lab.engine import CompiledSVI
     from pyro_elbo_lab.objectives import IWAE
     from pyro_elbo_lab.optim import FusedAdam
 

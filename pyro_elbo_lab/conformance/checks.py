@@ -35,7 +35,7 @@ from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO
 from pyro_elbo_lab.conformance.catalogue import Case, Program
 from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.objectives.pyro_builtin import scalar_loss
-from pyro_elbo_lab.registry import objectives
+from pyro_elbo_lab.registry import objectives, parameter_names
 
 #: Particles per step in the agreement check (>= 2: some objectives need two).
 NUM_PARTICLES = 3
@@ -140,7 +140,9 @@ def _calls(objective: ELBO, program: Program) -> dict[str, Callable[[], tuple]]:
             if value.requires_grad and named
             else [None] * len(named)
         )
-        return float(value), dict(zip(named, _zero_missing(grads, named.values()), strict=True))
+        return float(value.detach()), dict(
+            zip(named, _zero_missing(grads, named.values()), strict=True)
+        )
 
     def loss_and_grads() -> tuple[float, dict[str, torch.Tensor]]:
         with _captured_parameters() as parameters:
@@ -243,10 +245,8 @@ def _program_site_names(program: Program) -> set[str]:
 
 
 def _option_names(objective_name: str) -> set[str]:
-    import inspect
-
     factory = objectives.get(objective_name).factory
-    return set(inspect.signature(factory).parameters) | {"objective", "guide", "model"}
+    return set(parameter_names(factory)) | {"objective", "guide", "model"}
 
 
 def _agreement(
@@ -340,7 +340,9 @@ def _value_and_gradient(
         if value.requires_grad and named
         else [None] * len(named)
     )
-    return float(value), dict(zip(named, _zero_missing(grads, named.values()), strict=True))
+    return float(value.detach()), dict(
+        zip(named, _zero_missing(grads, named.values()), strict=True)
+    )
 
 
 def _flatten(

@@ -35,8 +35,8 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
+from pyro_elbo_lab.engine import SiteReducer, particle_plate, sample_log_weights
 from pyro_elbo_lab.errors import require_positive_float, require_positive_int
-from pyro_elbo_lab.objectives.particles import SiteReducer, particle_plate, sample_log_weights
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,8 @@ from typing import Any
 
 import torch
 
+from pyro_elbo_lab.engine import log_mean_exp, sample_log_weights
 from pyro_elbo_lab.evaluation.estimate import Estimate
-from pyro_elbo_lab.objectives.base import log_mean_exp
-from pyro_elbo_lab.objectives.particles import sample_log_weights
 
 
 def draw_log_weights(

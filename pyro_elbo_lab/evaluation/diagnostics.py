@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from pyro.infer.importance import psis_diagnostic
 
-from pyro_elbo_lab.objectives.base import log_mean_exp
+from pyro_elbo_lab.engine import log_mean_exp
 
 #: Below this many samples the CUBO estimate is flagged as likely biased low.
 CUBO_MIN_SAMPLES = 10_000

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -23,6 +23,3 @@ class Estimate:
         count = draws.numel()
         std_error = float(draws.std(unbiased=True)) / math.sqrt(count) if count > 1 else math.nan
         return cls(value=float(draws.mean()), std_error=std_error, num_samples=count)
-
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)

@@ -18,7 +18,7 @@ import torch
 from pyro import poutine
 from torch.distributions import constraints, kl_divergence
 
-from pyro_elbo_lab.objectives.particles import sample_log_weights
+from pyro_elbo_lab.engine import sample_log_weights
 
 
 def guide_draws(

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from pyro_elbo_lab.engine import sample_observed_log_likelihood
 from pyro_elbo_lab.evaluation.estimate import Estimate
-from pyro_elbo_lab.objectives.particles import sample_observed_log_likelihood
 
 
 def heldout_log_likelihood(

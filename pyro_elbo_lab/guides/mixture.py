@@ -2,9 +2,8 @@ r"""A mixture of Gaussians over the unconstrained latent vector, trained by stra
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -15,43 +14,13 @@ from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn import PyroParam
 
 from pyro_elbo_lab.errors import (
-    ConfigError,
     require,
     require_positive_float,
     require_positive_int,
 )
 from pyro_elbo_lab.guides.pyro_builtin import InitLoc, guide_target, init_loc_fn
 from pyro_elbo_lab.guides.quantiles import SampledQuantiles
-from pyro_elbo_lab.objectives.particles import current_strata
 from pyro_elbo_lab.registry import guides
-
-
-class StratifiedDraw(dist.TorchDistribution):
-    r"""Particle k drawn, reparameterised, from component :math:`c(k) = k \bmod C` of
-    ``mixture``; densities are the whole mixture's. Batch ``[K, 1, ...]``, event ``[D]``."""
-
-    arg_constraints: ClassVar[dict] = {}
-    has_rsample = True
-
-    def __init__(self, mixture: dist.MixtureSameFamily, batch_shape: torch.Size) -> None:
-        self.mixture = mixture
-        super().__init__(batch_shape, mixture.event_shape, validate_args=False)
-
-    @property
-    def support(self) -> constraints.Constraint:
-        return constraints.independent(constraints.real, 1)
-
-    def rsample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
-        if sample_shape:
-            raise ValueError("a stratified draw is one particle batch (no sample_shape)")
-        components = self.mixture.component_distribution
-        per_component = self.batch_shape[0] // components.batch_shape[-1]
-        # [M, C, D] -> [M*C, D]: particle m*C + c comes from component c.
-        draws = components.rsample((per_component,))
-        return draws.reshape(self.batch_shape + self.event_shape)
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return self.mixture.log_prob(value)
 
 
 class ImplicitlyReparameterizedMixture(dist.MixtureSameFamily):
@@ -190,24 +159,12 @@ class AutoGaussianMixture(SampledQuantiles, AutoContinuous):
         return family(dist.Categorical(logits=self.logits), self.components())
 
     def sample_latent(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """One draw of the mixture, marked ``stratifiable``: inside the engine's
+        :class:`~pyro_elbo_lab.engine.strata.StratifiedParticles` it is drawn one
+        particle per component, reparameterised; elsewhere it is an ancestral draw."""
         name = f"_{self._pyro_name}_latent"
         mixture = self.get_posterior(*args, **kwargs)
-        strata = current_strata()
-        if strata is None:
-            return pyro.sample(name, mixture, infer={"is_auxiliary": True, "stratifiable": True})
-        num, components = strata.num_particles, self.num_components
-        group = strata.group_size or num
-        if group % components:
-            raise ConfigError(
-                f"stratified sampling draws every component equally often: the particles of "
-                f"each estimate ({group}: objective.num_particles, or evaluation."
-                f"resample_particles) must be a multiple of guide.num_components ({components})"
-            )
-        per_component = num // components
-        weights = torch.log_softmax(self.logits, -1).repeat(per_component)
-        strata.log_weights = weights - math.log(per_component)
-        batch_shape = torch.Size((num,) + (1,) * (strata.batch_dims - 1))
-        return pyro.sample(name, StratifiedDraw(mixture, batch_shape), infer={"is_auxiliary": True})
+        return pyro.sample(name, mixture, infer={"is_auxiliary": True, "stratifiable": True})
 
 
 @guides.register("mixture")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 from pyro import poutine
 
 from pyro_elbo_lab.devices import resolve_device
+from pyro_elbo_lab.engine import require_reparameterized
 from pyro_elbo_lab.errors import ConfigError, require
 from pyro_elbo_lab.models.base import LatentVariableModel
-from pyro_elbo_lab.objectives.particles import require_reparameterized
-from pyro_elbo_lab.registry import Component, guides, models, objectives
+from pyro_elbo_lab.registry import Component, guides, models, objectives, parameter_names
 
 
 @dataclass
@@ -58,7 +57,7 @@ def build_components(config: Any) -> Components:
 
     model = models.build(model_name, device=str(device), **model_params)
     if (
-        "max_plate_nesting" in _parameter_names(objective_entry)
+        "max_plate_nesting" in parameter_names(objective_entry.factory)
         and objective_params.get("max_plate_nesting") is None
     ):
         objective_params["max_plate_nesting"] = model.max_plate_nesting
@@ -77,10 +76,6 @@ def build_components(config: Any) -> Components:
     )
     check_compatible(components)
     return components
-
-
-def _parameter_names(entry: Component) -> set[str]:
-    return set(inspect.signature(entry.factory).parameters)
 
 
 def _build_optim(node: Any) -> pyro.optim.PyroOptim:

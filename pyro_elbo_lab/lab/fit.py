@@ -13,7 +13,7 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
-from pyro_elbo_lab.compiled_svi import CompiledSVI
+from pyro_elbo_lab.engine import CompiledSVI
 from pyro_elbo_lab.lab.components import Components
 from pyro_elbo_lab.objectives.pyro_builtin import scalar_loss
 from pyro_elbo_lab.optim import FusedAdam

@@ -1,4 +1,5 @@
-"""The sweep report's figures: loss curves per configuration, final metrics with error bars."""
+"""Figures: the sweep report's (loss curves per configuration, final metrics with error
+bars) and a run's (the fitted mixture of a GMM run)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 if TYPE_CHECKING:
     from pyro_elbo_lab.lab.report import Row
@@ -82,4 +84,45 @@ def plot_metrics(rows: Sequence[Row], metrics: Sequence[tuple[str, str, str]], p
     axes[0][0].set_yticks(positions, [row.label() for row in rows], fontsize="small")
     axes[0][0].invert_yaxis()
     figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_mixture(
+    points: torch.Tensor,
+    labels: torch.Tensor,
+    locs: torch.Tensor,
+    scale: torch.Tensor,
+    full: bool,
+    path: Path,
+) -> None:
+    """Points coloured by component and each component's 1- and 2-sd ellipses (first two
+    coordinates; one-dimensional data are drawn against zero)."""
+    from matplotlib.patches import Ellipse
+
+    points, labels, locs, scale = (t.detach().cpu() for t in (points, labels, locs, scale))
+    two_d = points.shape[1] >= 2
+    xy = points[:, :2] if two_d else torch.stack([points[:, 0], torch.zeros(len(points))], 1)
+    figure, axis = plt.subplots(figsize=(5, 5))
+    shown = torch.randperm(len(xy), generator=torch.Generator().manual_seed(0))[:5000]
+    colours = [f"C{int(label) % 10}" for label in labels[shown]]
+    axis.scatter(xy[shown, 0], xy[shown, 1], c=colours, s=4, alpha=0.5)
+    for k in range(locs.shape[0]):
+        if full:
+            covariance = (scale[k] @ scale[k].T)[:2, :2]
+        else:
+            covariance = torch.diag(scale[k, : min(2, scale.shape[1])] ** 2)
+        if not two_d:
+            covariance = torch.diag(torch.stack([covariance[0, 0], torch.tensor(1e-6)]))
+        values, vectors = torch.linalg.eigh(covariance)
+        angle = float(torch.rad2deg(torch.atan2(vectors[1, 1], vectors[0, 1])))
+        centre = (float(locs[k, 0]), float(locs[k, 1]) if two_d else 0.0)
+        for radius in (1, 2):
+            width, height = (2 * radius * values.clamp(min=0).sqrt()).flip(0).tolist()
+            axis.add_patch(
+                Ellipse(centre, width, height, angle=angle, fill=False, color=f"C{k % 10}")
+            )
+        axis.plot(*centre, "k+")
+    axis.set_title(f"fitted mixture: {locs.shape[0]} components (posterior median)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -17,6 +17,7 @@ from pyro_elbo_lab.evaluation import evaluate_guide
 from pyro_elbo_lab.lab.components import Components, build_components
 from pyro_elbo_lab.lab.config import evaluation_settings
 from pyro_elbo_lab.lab.fit import FitResult, fit
+from pyro_elbo_lab.lab.predictions import write_predictions
 from pyro_elbo_lab.lab.record import SCHEMA_VERSION, git_commit, package_versions, write_record
 
 
@@ -82,10 +83,13 @@ def run(
                 )
             record["metrics"]["bounds_valid"] = not components.guide_entry.trait("point_estimate")
             record["evaluation_time_s"] = time.perf_counter() - start
-            write_predictions = getattr(components.model, "write_predictions", None)
-            if output_dir is not None and write_predictions is not None:
+            if output_dir is not None:
                 with components.model.without_subsampling():
-                    record["predictions"] = write_predictions(evaluation_guide, Path(output_dir))
+                    written = write_predictions(
+                        components.model, evaluation_guide, Path(output_dir)
+                    )
+                if written is not None:
+                    record["predictions"] = written
             record["status"] = "ok"
     except Exception as error:
         record["status"] = "failed"

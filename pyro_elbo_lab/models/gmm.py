@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -20,6 +19,7 @@ from pyro_elbo_lab.errors import (
     require_positive_int,
 )
 from pyro_elbo_lab.models.base import LatentVariableModel
+from pyro_elbo_lab.models.data_files import load_points
 from pyro_elbo_lab.registry import models
 
 ASSIGNMENTS = ("marginalized", "enumerated", "sampled")
@@ -243,16 +243,13 @@ class GaussianMixture(LatentVariableModel):
         log_joint = log_joint + weights.unsqueeze(-2).log()
         return torch.softmax(log_joint, -1)
 
-    def write_predictions(self, guide: Callable, directory: Path) -> dict[str, str]:
-        """Held-out cluster probabilities, averaged over 200 draws of the guide
-        (``heldout_cluster_probabilities.npy``, ``[N_heldout, K]``), and a plot of the
-        fitted mixture at the guide's posterior median (``mixture.png``: training points
-        coloured by their most probable component, 1- and 2-sd ellipses of each
-        component in the first two coordinates). Returns the file names."""
-        directory.mkdir(parents=True, exist_ok=True)
+    def predictions(self, guide: Callable, num_draws: int = 200) -> MixtureFit:
+        """What the fitted guide says about the data: held-out cluster probabilities
+        averaged over ``num_draws`` guide draws, and the training points' most probable
+        components at the guide's posterior median, with that median mixture."""
         sites = ["weights", "locs", "scales", "correlation"]
         with torch.no_grad():
-            draws = Predictive(guide, num_samples=200, return_sites=sites, parallel=True)(
+            draws = Predictive(guide, num_samples=num_draws, return_sites=sites, parallel=True)(
                 self.train_data
             )
             k, d = self.num_components, self.dim
@@ -265,7 +262,6 @@ class GaussianMixture(LatentVariableModel):
                 draws["locs"].unsqueeze(-3),
                 self.component_scale(draws["scales"], draws.get("correlation")),
             ).mean(0)
-            np.save(directory / "heldout_cluster_probabilities.npy", probabilities.cpu().numpy())
             median = {name: draws[name].median(0).values for name in draws}
             if "correlation" in median:  # the elementwise median of Cholesky factors is not one
                 median["correlation"] = torch.linalg.cholesky(
@@ -275,90 +271,25 @@ class GaussianMixture(LatentVariableModel):
             labels = self.cluster_probabilities(
                 self.train_data, median["weights"], median["locs"].unsqueeze(-3), scale
             ).argmax(-1)
-        plot_mixture(
-            self.train_data,
-            labels,
-            median["locs"],
-            scale.squeeze(-4 if self.covariance == "full" else -3),
-            self.covariance == "full",
-            directory / "mixture.png",
+        return MixtureFit(
+            heldout_cluster_probabilities=probabilities,
+            train_labels=labels,
+            locs=median["locs"],
+            scale=scale.squeeze(-4 if self.covariance == "full" else -3),
+            full_covariance=self.covariance == "full",
         )
-        return {"cluster_probabilities": "heldout_cluster_probabilities.npy", "plot": "mixture.png"}
 
 
-def plot_mixture(
-    points: torch.Tensor,
-    labels: torch.Tensor,
-    locs: torch.Tensor,
-    scale: torch.Tensor,
-    full: bool,
-    path: Path,
-) -> None:
-    """Points coloured by component and each component's 1- and 2-sd ellipses (first two
-    coordinates; one-dimensional data are drawn against zero)."""
-    import matplotlib
+@dataclass(frozen=True)
+class MixtureFit:
+    """A fitted mixture's predictions (:meth:`GaussianMixture.predictions`).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Ellipse
+    ``scale`` is per component: standard deviations ``[K, D]`` (diagonal) or Cholesky
+    factors ``[K, D, D]`` (full covariance).
+    """
 
-    points, labels, locs, scale = (t.detach().cpu() for t in (points, labels, locs, scale))
-    two_d = points.shape[1] >= 2
-    xy = points[:, :2] if two_d else torch.stack([points[:, 0], torch.zeros(len(points))], 1)
-    figure, axis = plt.subplots(figsize=(5, 5))
-    shown = torch.randperm(len(xy), generator=torch.Generator().manual_seed(0))[:5000]
-    colours = [f"C{int(label) % 10}" for label in labels[shown]]
-    axis.scatter(xy[shown, 0], xy[shown, 1], c=colours, s=4, alpha=0.5)
-    for k in range(locs.shape[0]):
-        if full:
-            covariance = (scale[k] @ scale[k].T)[:2, :2]
-        else:
-            covariance = torch.diag(scale[k, : min(2, scale.shape[1])] ** 2)
-        if not two_d:
-            covariance = torch.diag(torch.stack([covariance[0, 0], torch.tensor(1e-6)]))
-        values, vectors = torch.linalg.eigh(covariance)
-        angle = float(torch.rad2deg(torch.atan2(vectors[1, 1], vectors[0, 1])))
-        centre = (float(locs[k, 0]), float(locs[k, 1]) if two_d else 0.0)
-        for radius in (1, 2):
-            width, height = (2 * radius * values.clamp(min=0).sqrt()).flip(0).tolist()
-            axis.add_patch(
-                Ellipse(centre, width, height, angle=angle, fill=False, color=f"C{k % 10}")
-            )
-        axis.plot(*centre, "k+")
-    axis.set_title(f"fitted mixture: {locs.shape[0]} components (posterior median)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def load_points(path: str | Path, dim: int) -> torch.Tensor:
-    """Rows of a CSV (comma-separated, optional header) or NPY file as float32 ``[N, D]``."""
-    path = Path(path)
-    require(path.is_file(), f"model.data_file {str(path)!r} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        array = np.load(path)
-    elif suffix == ".csv":
-        with path.open() as lines:
-            first = lines.readline()
-        try:
-            [float(value) for value in first.split(",")]
-            header = 0
-        except ValueError:  # a header row of column names
-            header = 1
-        array = np.loadtxt(path, delimiter=",", skiprows=header, ndmin=2)
-    else:
-        raise ConfigError(f"model.data_file must be a .csv or .npy file, got {str(path)!r}")
-    require(
-        array.ndim == 2 and array.shape[1] == dim,
-        f"model.data_file {path.name} holds an array of shape {array.shape}; expected "
-        f"(num_points, {dim}) for model.dim={dim} (one point per row)",
-    )
-    points = torch.as_tensor(array, dtype=torch.float32)
-    require(
-        bool(points.isfinite().all()),
-        f"model.data_file {path.name} has NaN or infinite entries (rows "
-        f"{torch.nonzero(~points.isfinite().all(1)).flatten()[:5].tolist()}...); clean "
-        "or drop them first",
-    )
-    return points
+    heldout_cluster_probabilities: torch.Tensor
+    train_labels: torch.Tensor
+    locs: torch.Tensor
+    scale: torch.Tensor
+    full_covariance: bool

@@ -7,9 +7,8 @@ from pyro_elbo_lab.objectives.cubo import CUBO
 from pyro_elbo_lab.objectives.fdiv import FDivergence
 from pyro_elbo_lab.objectives.iwae import IWAE, IWAEDReG
 from pyro_elbo_lab.objectives.msc import MarkovianScoreClimbing
-from pyro_elbo_lab.objectives.particles import LogWeights, sample_log_weights
-from pyro_elbo_lab.objectives.renyi import RenyiBound, vr_max
-from pyro_elbo_lab.objectives.rws import ReweightedWakeSleep
+from pyro_elbo_lab.objectives.renyi import RenyiBound, VRMax
+from pyro_elbo_lab.objectives.rws import ParticleRWS, RWSDReG, RWSScore
 from pyro_elbo_lab.objectives.stl import StickingTheLanding
 from pyro_elbo_lab.objectives.tvo import ThermodynamicVariationalObjective
 from pyro_elbo_lab.objectives.vimco import VIMCO
@@ -21,14 +20,14 @@ __all__ = [
     "BetaELBO",
     "FDivergence",
     "IWAEDReG",
-    "LogWeights",
     "MarkovianScoreClimbing",
     "ParticleObjective",
+    "ParticleRWS",
+    "RWSDReG",
+    "RWSScore",
     "RenyiBound",
-    "ReweightedWakeSleep",
     "StickingTheLanding",
     "ThermodynamicVariationalObjective",
+    "VRMax",
     "pyro_builtin",
-    "sample_log_weights",
-    "vr_max",
 ]

@@ -10,140 +10,34 @@ estimator. The base turns that into Pyro's interface:
 - ``loss_and_grads`` = ``differentiable_loss(...).backward()`` and the loss.
 
 Bounds can be formed over the joint weight of each particle, or per datapoint when every
-latent is local to the data plate (see :class:`WeightGroups`).
+latent is local to the data plate (:class:`~pyro_elbo_lab.engine.groups.WeightGroups`).
+The machinery (the particle pass, strata, stopped parameters, checks, the compiled
+path) is the engine's (:mod:`pyro_elbo_lab.engine`); an objective is its bound, its
+gradient estimator and the facts the lab checks before compute.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from pyro import poutine
 from pyro.infer import ELBO
 
-from pyro_elbo_lab.errors import ConfigError, require_positive_int
-from pyro_elbo_lab.objectives.compiled import CompiledPath
-from pyro_elbo_lab.objectives.particles import (
+from pyro_elbo_lab.engine import (
+    CompiledPath,
+    EngineOptions,
     LogWeights,
+    WeightGroups,
+    group_weights,
     guess_max_plate_nesting,
     model_has_params,
     model_log_density_at_stopped_latents,
     sample_log_weights,
 )
-
-
-@dataclass
-class WeightGroups:
-    r"""Log-weights arranged as ``[K, G]``: G groups, each reduced over its K particles.
-
-    Joint form (G = 1): :math:`\log w_k` of the whole program. Per-datapoint form
-    (G = N): :math:`\log w_{kn} = \log p(x_n, z_{kn}) - \log q(z_{kn})` for models whose
-    latents are all local, scaled by ``scale`` (N / batch size under subsampling), with
-    the remaining terms (observed sites outside the plate) in ``offset`` (``[K]``).
-    A bound built from a per-group reduction :math:`r` is
-    :math:`\bar{\mathrm{offset}} + \mathrm{scale}\sum_g r(\log w_{\cdot g})`.
-    """
-
-    log_weights: torch.Tensor
-    stopped_log_weights: torch.Tensor | None
-    offset: torch.Tensor
-    #: a scalar, or ``[G]`` per datapoint under a tensor-valued ``poutine.scale``
-    scale: torch.Tensor | float
-    per_datapoint: bool
-    #: :math:`\log q(z_{kg})` of each group's latents (score-function estimators need it)
-    log_q: torch.Tensor | None = None
-    #: :math:`\log \pi_k` ``[K, 1]`` of stratified particles; None: iid, :math:`\pi_k = 1/K`
-    log_particle_weights: torch.Tensor | None = None
-
-    def particle_mean(self, values: torch.Tensor) -> torch.Tensor:
-        r""":math:`\sum_k \pi_k v_{kg}`: the mean over particles, stratum-weighted."""
-        if self.log_particle_weights is None:
-            return values.mean(0)
-        return (self.log_particle_weights.exp() * values).sum(0)
-
-    def particle_log_mean_exp(self, values: torch.Tensor) -> torch.Tensor:
-        r""":math:`\log \sum_k \pi_k e^{v_{kg}}`: log-mean-exp over particles, stratum-weighted."""
-        if self.log_particle_weights is None:
-            return log_mean_exp(values, 0)
-        return (self.log_particle_weights + values).logsumexp(0)
-
-    def scaled_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """:math:`\\sum \\mathrm{scale}_g v_{\\cdot g}`: every entry of ``values``
-        (last dim: groups), each group at its scale."""
-        return (self.scale * values).sum()
-
-    def combine(self, per_group: torch.Tensor) -> torch.Tensor:
-        """:math:`\\bar{\\mathrm{offset}} + \\sum_g \\mathrm{scale}_g` ``per_group``."""
-        return self.offset.mean() + self.scaled_sum(per_group)
-
-
-def group_weights(weights: LogWeights, per_datapoint: bool) -> WeightGroups:
-    """Arrange ``weights`` jointly (``[K, 1]``) or per datapoint (``[K, N]``)."""
-    stopped = weights.log_q_stopped is not None
-    strata = weights.log_particle_weights
-    if not per_datapoint:
-        return WeightGroups(
-            log_weights=weights.log_weights.unsqueeze(-1),
-            stopped_log_weights=weights.stopped_log_weights().unsqueeze(-1) if stopped else None,
-            offset=torch.zeros_like(weights.log_p),
-            scale=1.0,
-            per_datapoint=False,
-            log_q=weights.log_q.unsqueeze(-1),
-            log_particle_weights=None if strata is None else strata.unsqueeze(-1),
-        )
-    if strata is not None:
-        raise ConfigError(
-            "per_datapoint bounds need iid particles per datapoint, but the guide drew its "
-            "particles by strata (a mixture over all latents); use per_datapoint=false"
-        )
-    if weights.global_latent_sites:
-        raise ConfigError(
-            "per_datapoint bounds are valid only when every latent is local to the data plate, "
-            f"but {list(weights.global_latent_sites)} are global (a per-datapoint bound would "
-            "count them once per point); use per_datapoint=false"
-        )
-    if weights.local_scale is None:
-        raise ConfigError(
-            "per_datapoint bounds need one scale per datapoint, shared by every site in the "
-            "data plate, but a poutine.scale varies within a datapoint or between its sites; "
-            "use per_datapoint=false"
-        )
-    local = weights.local_log_weights()
-    offset = weights.log_weights - (weights.local_scale * local).sum(-1)
-    return WeightGroups(
-        log_weights=local,
-        stopped_log_weights=weights.local_log_weights(stopped=True) if stopped else None,
-        offset=offset,
-        scale=weights.local_scale,
-        per_datapoint=True,
-        log_q=torch.zeros_like(local) if weights.local_log_q is None else weights.local_log_q,
-    )
-
-
-def log_mean_exp(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """:math:`\\log \\frac1K \\sum_k e^{v_k}`, stable."""
-    return values.logsumexp(dim) - math.log(values.shape[dim])
-
-
-def leave_one_out_mean(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    r""":math:`\frac{1}{K-1}\sum_{j \ne k} v_j` for every k along ``dim`` (K >= 2)."""
-    return (values.sum(dim, keepdim=True) - values) / (values.shape[dim] - 1)
-
-
-def log_sum_exp_without_each(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    r""":math:`\log \sum_{j \ne k} e^{v_j}` for every k along ``dim``, in O(K).
-
-    From the full sum, :math:`\log S + \log(1 - e^{v_k - \log S})`, which is exact
-    except for a term that dominates S; that one (the maximum) is summed directly.
-    """
-    total = values.logsumexp(dim, keepdim=True)
-    without = total + torch.log(-torch.expm1((values - total).clamp(max=0.0)))
-    top = values.argmax(dim, keepdim=True)
-    rest = values.scatter(dim, top, -math.inf).logsumexp(dim, keepdim=True)
-    return without.scatter(dim, top, rest)
+from pyro_elbo_lab.errors import ConfigError, require_positive_int
 
 
 class ParticleBatch:
@@ -163,20 +57,18 @@ class ParticleBatch:
 class ParticleObjective(ELBO):
     """Base for objectives computed from K vectorised particles of the shared engine.
 
-    :param num_particles: K, the number of particles per step.
-    :param max_plate_nesting: plate depth of the model (guessed on first use if omitted).
-    :param vectorize_particles: must be True: particles are always one vectorised pass,
-        which needs a model and guide of static structure.
-    :param per_datapoint: form the bound per datapoint (see :class:`WeightGroups`).
-    :param data_plate: name of the model's data plate, for ``per_datapoint``.
-    :param compile: trace model and guide once into a pure step (parameters, data,
-        noise) -> (loss, gradients) and run it through ``torch.compile``
-        (:mod:`~pyro_elbo_lab.objectives.compiled`); models that are not static fall
-        back to the eager engine with a warning saying why.
-    :param compile_options: keyword arguments for ``torch.compile`` (e.g.
-        ``{"mode": "reduce-overhead"}`` for CUDA graphs on a GPU).
+    Every subclass takes its own parameters and, by keyword, the engine's
+    (:class:`~pyro_elbo_lab.engine.options.EngineOptions`: ``num_particles``,
+    ``max_plate_nesting``, ``per_datapoint``, ``data_plate``, ``compile``,
+    ``compile_options``), checked in one place. The facts the lab reads before any
+    compute are attributes of the instance (they can depend on its options).
     """
 
+    #: the engine options' type: the registry checks configs against its fields
+    options_type: ClassVar[type[EngineOptions]] = EngineOptions
+    #: K when the config gives none, and the fewest K the estimator is defined for
+    default_num_particles: ClassVar[int] = 1
+    min_particles: ClassVar[int] = 1
     #: Whether the estimator needs log q with the variational parameters stopped.
     needs_stopped_guide: bool = False
     #: Whether every guide site must be reparameterisable (path-derivative estimators).
@@ -190,42 +82,45 @@ class ParticleObjective(ELBO):
     #: Whether the objective's value is minimised (loss = +value: an upper bound, a
     #: divergence) instead of maximised (loss = −value: a lower bound).
     minimized: bool = False
+    #: Whether the objective marginalises enumerated discrete sites (none here do).
+    enumerates: ClassVar[bool] = False
+    #: Whether ``loss`` reports the objective's value (all of ours do).
+    reports_loss: ClassVar[bool] = True
     #: Whether ``per_datapoint`` is meaningful for this objective.
     supports_per_datapoint: ClassVar[bool] = True
+    #: Whether a step reads and replaces tensors of the objective's own state (e.g.
+    #: MCMC chain states): a compiled step then takes them in and hands them back.
+    carries_state: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        num_particles: int = 1,
-        max_plate_nesting: int | None = None,
-        vectorize_particles: bool = True,
-        per_datapoint: bool = False,
-        data_plate: str = "data",
-        *,
-        compile: bool = False,
-        compile_options: dict | None = None,
-    ) -> None:
-        require_positive_int("objective.num_particles", num_particles)
-        if not vectorize_particles:
-            raise ConfigError(
-                f"{type(self).__name__} always vectorises its particles (one pass for all K, "
-                "which needs static model structure); set vectorize_particles=true, or use "
-                "one of Pyro's objectives for a model whose structure changes between runs"
-            )
-        if per_datapoint and not self.supports_per_datapoint:
+    def __init__(self, **options: Any) -> None:
+        self.options = EngineOptions.of(
+            type(self).__name__, {"num_particles": self.default_num_particles}, options
+        )
+        require_positive_int(
+            "objective.num_particles", self.options.num_particles, minimum=self.min_particles
+        )
+        if self.options.per_datapoint and not self.supports_per_datapoint:
             raise ConfigError(
                 f"{type(self).__name__} has no per-datapoint form; use per_datapoint=false"
             )
-        if max_plate_nesting is not None:
-            require_positive_int("objective.max_plate_nesting", max_plate_nesting, minimum=0)
-        self.model_plate_nesting = max_plate_nesting
+        #: the model's plate depth; guessed on first use when not given
+        self.model_plate_nesting = self.options.max_plate_nesting
         super().__init__(
-            num_particles=num_particles,
-            max_plate_nesting=math.inf if max_plate_nesting is None else max_plate_nesting,
+            num_particles=self.options.num_particles,
+            max_plate_nesting=(
+                math.inf if self.model_plate_nesting is None else self.model_plate_nesting
+            ),
             vectorize_particles=True,
         )
-        self.per_datapoint = per_datapoint
-        self.data_plate = data_plate
-        self.compiled = CompiledPath(compile_options) if compile else None
+        self.compiled = CompiledPath(self.options.compile_options) if self.options.compile else None
+
+    @property
+    def per_datapoint(self) -> bool:
+        return self.options.per_datapoint
+
+    @property
+    def data_plate(self) -> str:
+        return self.options.data_plate
 
     # -- what subclasses define -------------------------------------------------------
     def bound(self, batch: ParticleBatch) -> torch.Tensor:
@@ -243,10 +138,6 @@ class ParticleObjective(ELBO):
         """The objective's own state that its traced step bakes in (e.g. a warm-up
         phase): a compiled step is built per distinct value."""
         return ()
-
-    #: Whether a step reads and replaces tensors of the objective's own state (e.g.
-    #: MCMC chain states): a compiled step then takes them in and hands them back.
-    carries_state: ClassVar[bool] = False
 
     def compile_carry(self) -> list[torch.Tensor]:
         """The state tensors a step reads (before it) or leaves (after it)."""

@@ -2,14 +2,16 @@ r"""The β-weighted ELBO with KL annealing (warm-up)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyro.distributions as dist
 import torch
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 
+from pyro_elbo_lab.engine import SiteReducer
 from pyro_elbo_lab.errors import ConfigError, require, require_positive_int
 from pyro_elbo_lab.objectives.base import ParticleBatch, ParticleObjective
-from pyro_elbo_lab.objectives.particles import SiteReducer
 from pyro_elbo_lab.registry import objectives
 
 
@@ -54,27 +56,16 @@ class BetaELBO(ParticleObjective):
         beta: float = 1.0,
         warmup_steps: int = 0,
         beta_start: float = 0.0,
-        num_particles: int = 1,
-        max_plate_nesting: int | None = None,
-        vectorize_particles: bool = True,
-        *,
-        compile: bool = False,
-        compile_options: dict | None = None,
+        **options: Any,
     ) -> None:
         require(beta >= 0, f"objective.beta must be >= 0, got {beta!r}")
         require(beta_start >= 0, f"objective.beta_start must be >= 0, got {beta_start!r}")
         require_positive_int("objective.warmup_steps", warmup_steps, minimum=0)
+        super().__init__(**options)
         require(
-            not (compile and warmup_steps > 0),
+            not (self.options.compile and warmup_steps > 0),
             "objective.compile with a beta warm-up would trace a new step for every beta; "
             "set warmup_steps=0 or compile=false",
-        )
-        super().__init__(
-            num_particles,
-            max_plate_nesting,
-            vectorize_particles,
-            compile=compile,
-            compile_options=compile_options,
         )
         self.beta = float(beta)
         self.beta_start = float(beta_start)

@@ -3,11 +3,13 @@ r"""The χ upper bound CUBO_n (CHIVI), minimised in log space."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
+from pyro_elbo_lab.engine import log_sum_exp_without_each
 from pyro_elbo_lab.errors import ConfigError, require_positive_int
-from pyro_elbo_lab.objectives.base import ParticleBatch, log_sum_exp_without_each
+from pyro_elbo_lab.objectives.base import ParticleBatch
 from pyro_elbo_lab.objectives.renyi import RenyiBound
 from pyro_elbo_lab.registry import objectives
 
@@ -75,31 +77,21 @@ class CUBO(RenyiBound):
     minimized = True
     supports_per_datapoint = False
 
+    default_num_particles = 16
+    min_particles = 2
+
     def __init__(
         self,
         n: float = 2.0,
-        num_particles: int = 16,
         warmup_steps: int = 100,
-        max_plate_nesting: int | None = None,
-        vectorize_particles: bool = True,
-        *,
-        compile: bool = False,
-        compile_options: dict | None = None,
+        **options: Any,
     ) -> None:
         if not (isinstance(n, int | float) and math.isfinite(n) and n > 1):
             raise ConfigError(
                 f"objective.n must be a finite number > 1, got {n!r}: CUBO_n bounds log p(x) "
                 "from above only for n > 1 (n=2 is CHIVI's chi-square bound)"
             )
-        require_positive_int("objective.num_particles", num_particles, minimum=2)
-        super().__init__(
-            1.0 - n,
-            num_particles,
-            max_plate_nesting,
-            vectorize_particles,
-            compile=compile,
-            compile_options=compile_options,
-        )
+        super().__init__(1.0 - n, **options)
         require_positive_int("objective.warmup_steps", warmup_steps, minimum=0)
         self.n = float(n)
         self.supports_stratified = False  # its LOO-normalised gradient assumes iid draws

@@ -2,15 +2,13 @@ r"""The Csiszár f-divergence family as one objective, f chosen by name."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from pyro_elbo_lab.engine import leave_one_out_mean, log_mean_exp
 from pyro_elbo_lab.errors import ConfigError
-from pyro_elbo_lab.objectives.base import (
-    ParticleBatch,
-    ParticleObjective,
-    leave_one_out_mean,
-    log_mean_exp,
-)
+from pyro_elbo_lab.objectives.base import ParticleBatch, ParticleObjective
 from pyro_elbo_lab.objectives.csiszar import FAMILY_PARAMETERS, csiszar_function
 from pyro_elbo_lab.registry import objectives
 
@@ -65,6 +63,8 @@ class FDivergence(ParticleObjective):
 
     minimized = True
 
+    default_num_particles = 8
+
     def __init__(
         self,
         f: str = "kl_reverse",
@@ -73,14 +73,7 @@ class FDivergence(ParticleObjective):
         self_normalized: bool = False,
         normalize_target: bool = True,
         gradient: str = "auto",
-        num_particles: int = 8,
-        max_plate_nesting: int | None = None,
-        vectorize_particles: bool = True,
-        per_datapoint: bool = False,
-        data_plate: str = "data",
-        *,
-        compile: bool = False,
-        compile_options: dict | None = None,
+        **options: Any,
     ) -> None:
         if gradient not in GRADIENTS:
             raise ConfigError(f"objective.gradient must be one of {GRADIENTS}, got {gradient!r}")
@@ -92,15 +85,7 @@ class FDivergence(ParticleObjective):
                 f"(alpha is amari_alpha's, t is t_power's); leave it null"
             )
         self.f = csiszar_function(f, given.get(wanted), self_normalized)
-        super().__init__(
-            num_particles,
-            max_plate_nesting,
-            vectorize_particles,
-            per_datapoint,
-            data_plate,
-            compile=compile,
-            compile_options=compile_options,
-        )
+        super().__init__(**options)
         self.name = f
         self.normalize_target = normalize_target
         if gradient == "auto":

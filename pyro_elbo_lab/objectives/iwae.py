@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pyro_elbo_lab.objectives.base import (
-    ParticleBatch,
-    ParticleObjective,
-    path_surrogate,
-)
+from pyro_elbo_lab.objectives.base import ParticleBatch, ParticleObjective, path_surrogate
 from pyro_elbo_lab.registry import objectives
 
 

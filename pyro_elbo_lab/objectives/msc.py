@@ -3,14 +3,15 @@ r"""Markovian score climbing: inclusive-KL VI driven by a conditional importance
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
+from pyro_elbo_lab.engine import detached_values, particle_plate
 from pyro_elbo_lab.errors import ConfigError, require_positive_int
 from pyro_elbo_lab.objectives.base import ParticleBatch, ParticleObjective
-from pyro_elbo_lab.objectives.particles import detached_values, particle_plate
 from pyro_elbo_lab.registry import objectives
 
 
@@ -49,28 +50,10 @@ class MarkovianScoreClimbing(ParticleObjective):
     supports_per_datapoint = False
     carries_state = True
 
-    def __init__(
-        self,
-        num_particles: int = 8,
-        num_chains: int = 1,
-        max_plate_nesting: int | None = None,
-        vectorize_particles: bool = True,
-        data_plate: str = "data",
-        *,
-        compile: bool = False,
-        compile_options: dict | None = None,
-    ) -> None:
+    def __init__(self, num_particles: int = 8, num_chains: int = 1, **options: Any) -> None:
         require_positive_int("objective.num_particles", num_particles, minimum=2)
         require_positive_int("objective.num_chains", num_chains)
-        super().__init__(
-            num_particles * num_chains,
-            max_plate_nesting,
-            vectorize_particles,
-            False,
-            data_plate,
-            compile=compile,
-            compile_options=compile_options,
-        )
+        super().__init__(num_particles=num_particles * num_chains, **options)
         self.particles_per_chain = num_particles
         self.num_chains = num_chains
         self._state: dict[str, torch.Tensor] | None = None

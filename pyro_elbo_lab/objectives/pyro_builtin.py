@@ -1,11 +1,14 @@
 """Pyro's own objectives, registered under short names so the lab compares against them.
 
-Each is Pyro's class with what the lab's contract adds before any compute: the facts
-the lab checks (``requires_reparam``, ``enumerates``, ``reports_loss``) as instance
-attributes, like the engine's objectives, and a one-line refusal instead of a crash for
-programs the class cannot handle (an enumerated site it would sample from the prior, a
-non-reparameterisable site it needs to differentiate through, a model that does not
-broadcast over its vectorised particles).
+Each is Pyro's class with what the lab's contract adds: the facts the lab checks
+(``requires_reparam``, ``enumerates``, ``reports_loss``) as instance attributes, like
+the engine's objectives, and a one-line refusal before any gradient instead of a crash or
+a silently different number for programs the class cannot handle (an enumerated site it
+would sample from the prior, a non-reparameterisable site it needs to differentiate
+through, a guide without a density for RWS's wake-φ, a model that does not broadcast
+over its vectorised particles). The checks watch the sites as Pyro's own pass draws
+them (:class:`~pyro_elbo_lab.engine.checks.SiteChecks`): they draw nothing, so a valid
+program gives exactly the numbers Pyro's class gives.
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pyro.distributions as dist
-from pyro import poutine
 from pyro.infer import (
     ELBO,
     RenyiELBO,
@@ -25,59 +26,44 @@ from pyro.infer import (
     TraceMeanField_ELBO,
     TraceTailAdaptive_ELBO,
 )
-from pyro.util import get_rng_state, set_rng_state
 
-from pyro_elbo_lab.errors import ConfigError, require, require_positive_int
-from pyro_elbo_lab.objectives.particles import (
-    check_latents,
+from pyro_elbo_lab.engine import (
+    SiteChecks,
     guess_max_plate_nesting,
     not_vectorisable,
     particle_plate,
-    unbatched_traces,
 )
+from pyro_elbo_lab.errors import ConfigError, require, require_positive_int
 from pyro_elbo_lab.registry import objectives
 
 
 class CheckedPyroObjective:
-    """Mixin for a Pyro ELBO class: refuse what it cannot do, once per (model, guide)."""
+    """Mixin for a Pyro ELBO class: refuse, as the sites are drawn, what it cannot do."""
 
     name: str = "pyro"
     requires_reparam: bool = False
     enumerates: bool = False
     reports_loss: bool = True
-    #: whether the guide must draw latents with a score (RWS's wake-φ differentiates them)
-    needs_guide_latents: bool = False
-
-    def _refuse_unsupported(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
-        checked = self.__dict__.setdefault("_checked_programs", set())
-        if (id(model), id(guide)) in checked:
-            return
-        rng_state = get_rng_state()  # the check must not shift the objective's draws
-        try:
-            model_trace, guide_trace = unbatched_traces(model, guide, args, kwargs)
-        finally:
-            set_rng_state(rng_state)
-        check_latents(
-            model_trace,
-            guide_trace,
-            objective=f"objective '{self.name}'",
-            require_reparam=self.requires_reparam,
-            enumerates=self.enumerates,
-            require_guided=False,
-        )
-        if self.needs_guide_latents:
-            _require_scored_guide_latents(guide_trace, self.name)
-        checked.add((id(model), id(guide)))
+    #: whether the guide must draw latents with a density (RWS's wake-φ scores them)
+    needs_guide_density: bool = False
 
     def _checked(self, method: Callable, model: Callable, guide: Callable, args, kwargs):
-        self._refuse_unsupported(model, guide, args, kwargs)
-        if not getattr(self, "vectorize_particles", False):
-            return method(model, guide, *args, **kwargs)
+        objective = f"objective '{self.name}'"
+        checked_model = SiteChecks(objective, enumerates=self.enumerates)(model)
+        checked_guide = SiteChecks(
+            objective,
+            enumerates=self.enumerates,
+            require_reparam=self.requires_reparam,
+            require_density=self.needs_guide_density,
+        )(guide)
         try:
-            return method(model, guide, *args, **kwargs)
-        except ConfigError:
-            raise
+            return method(checked_model, checked_guide, *args, **kwargs)
+        except ConfigError as error:
+            # Pyro's trace appends the trace's shapes to errors raised inside it: one line
+            raise ConfigError(str(error).splitlines()[0]) from error
         except (RuntimeError, ValueError, IndexError) as error:
+            if not getattr(self, "vectorize_particles", False):
+                raise
             nesting = guess_max_plate_nesting(model, guide, args, kwargs)
             plate = particle_plate(self.num_particles, nesting)
             raise not_vectorisable(model, guide, args, kwargs, plate, error) from error
@@ -87,26 +73,6 @@ def scalar_loss(loss: Any) -> float:
     """A loss method's value as one number: Pyro's ReweightedWakeSleep returns the pair
     (wake-θ loss, φ loss), whose first is −IWAE_K like every other objective's loss."""
     return float(loss[0]) if isinstance(loss, tuple) else float(loss)
-
-
-def _require_scored_guide_latents(guide_trace: poutine.Trace, name: str) -> None:
-    latents = [
-        (site_name, site)
-        for site_name, site in guide_trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"]
-    ]
-    if not latents:
-        raise ConfigError(
-            f"objective '{name}' updates the guide by wake-phi, but the guide draws no latent "
-            "(the model has none); use objective=trace"
-        )
-    scored = [site_name for site_name, site in latents if not isinstance(site["fn"], dist.Delta)]
-    if not scored:
-        raise ConfigError(
-            f"guide site '{latents[0][0]}' is a point mass and the guide draws nothing with a "
-            f"density, so wake-phi under objective '{name}' has no gradient; use a guide with "
-            "a density (e.g. guide=normal) or objective=trace"
-        )
 
 
 def _checked_class(base: type, name: str, **facts: Any) -> type:
@@ -138,7 +104,7 @@ CheckedTraceMeanField = _checked_class(
 CheckedTraceGraph = _checked_class(TraceGraph_ELBO, "trace_graph")
 CheckedTraceEnum = _checked_class(TraceEnum_ELBO, "trace_enum", enumerates=True)
 CheckedRenyi = _checked_class(RenyiELBO, "renyi")
-CheckedRWS = _checked_class(ReweightedWakeSleep, "rws", needs_guide_latents=True)
+CheckedRWS = _checked_class(ReweightedWakeSleep, "rws", needs_guide_density=True)
 CheckedTailAdaptive = _checked_class(
     TraceTailAdaptive_ELBO, "tail_adaptive", requires_reparam=True, reports_loss=False
 )

@@ -3,15 +3,12 @@ r"""The variational Rényi bound VR-α, vectorised, with an optional DReG-style 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from pyro_elbo_lab.errors import ConfigError
-from pyro_elbo_lab.objectives.base import (
-    ParticleBatch,
-    ParticleObjective,
-    path_surrogate,
-)
+from pyro_elbo_lab.objectives.base import ParticleBatch, ParticleObjective, path_surrogate
 from pyro_elbo_lab.registry import objectives
 
 
@@ -49,19 +46,9 @@ class RenyiBound(ParticleObjective):
     Monte Carlo Objectives", ICLR 2019.
     """
 
-    def __init__(
-        self,
-        alpha: float = 0.5,
-        num_particles: int = 8,
-        max_plate_nesting: int | None = None,
-        vectorize_particles: bool = True,
-        per_datapoint: bool = False,
-        data_plate: str = "data",
-        dreg: bool = False,
-        *,
-        compile: bool = False,
-        compile_options: dict | None = None,
-    ) -> None:
+    default_num_particles = 8
+
+    def __init__(self, alpha: float = 0.5, dreg: bool = False, **options: Any) -> None:
         if alpha == 1 or math.isnan(alpha) or alpha == math.inf:
             raise ConfigError(
                 f"objective.alpha must be a number other than 1 (got {alpha!r}): alpha=1 is the "
@@ -72,15 +59,7 @@ class RenyiBound(ParticleObjective):
                 "objective.dreg is not defined for alpha=-inf (vr_max): its weights are "
                 "piecewise constant in z; use dreg=false"
             )
-        super().__init__(
-            num_particles,
-            max_plate_nesting,
-            vectorize_particles,
-            per_datapoint,
-            data_plate,
-            compile=compile,
-            compile_options=compile_options,
-        )
+        super().__init__(**options)
         self.alpha = float(alpha)
         self.dreg = dreg
         self.needs_stopped_guide = dreg
@@ -102,24 +81,8 @@ class RenyiBound(ParticleObjective):
 
 
 @objectives.register("vr_max")
-def vr_max(
-    num_particles: int = 8,
-    max_plate_nesting: int | None = None,
-    vectorize_particles: bool = True,
-    per_datapoint: bool = False,
-    data_plate: str = "data",
-    *,
-    compile: bool = False,
-    compile_options: dict | None = None,
-) -> RenyiBound:
+class VRMax(RenyiBound):
     """VR-max (Li & Turner 2016): the VR bound at alpha=-inf, max_k log w_k."""
-    return RenyiBound(
-        -math.inf,
-        num_particles,
-        max_plate_nesting,
-        vectorize_particles,
-        per_datapoint,
-        data_plate,
-        compile=compile,
-        compile_options=compile_options,
-    )
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(-math.inf, **options)

@@ -1,6 +1,8 @@
-r"""Reweighted wake-sleep on the shared engine, with its doubly-reparameterised wake-φ."""
+r"""Reweighted wake-sleep on the shared engine: wake-φ by DReG or by the score form."""
 
 from __future__ import annotations
+
+from typing import ClassVar, Literal
 
 import torch
 
@@ -9,9 +11,8 @@ from pyro_elbo_lab.objectives.iwae import IWAE
 from pyro_elbo_lab.registry import objectives
 
 
-@objectives.register("rws_dreg")
-class ReweightedWakeSleep(IWAE):
-    r"""Reweighted wake-sleep (Bornschein & Bengio 2015), wake-φ by DReG (Tucker et al. 2019).
+class ParticleRWS(IWAE):
+    r"""Reweighted wake-sleep (Bornschein & Bengio 2015) on K vectorised particles.
 
     The model follows the IWAE gradient (wake-θ),
     :math:`\sum_k \tilde w_k \nabla_\theta \log p_\theta(x, z_k)`; the guide follows the
@@ -25,57 +26,39 @@ class ReweightedWakeSleep(IWAE):
         \qquad \tilde w_k = \frac{w_k}{\sum_j w_j},
 
     which fits q mass-covering (the inclusive-KL baseline for ``msc`` and the
-    forward-KL ``fdiv``). With ``dreg=True`` the score term is replaced by its
-    reparameterised equivalent,
+    forward-KL ``fdiv``). Two estimators of wake-φ, one registered name each:
 
-    .. math::
+    - ``rws_dreg`` (:class:`RWSDReG`): the score term replaced by its reparameterised
+      equivalent (Tucker et al. 2019, section 4),
 
-        \sum_k \tilde w_k \nabla_\phi \log q_\phi(z_k)\big|_{z_k}
-            \;\to\; \sum_k \big(\tilde w_k - \tilde w_k^2\big)
-            \frac{\partial \log w_k}{\partial z_k}\frac{\partial z_k}{\partial \phi},
+      .. math::
 
-    equal in expectation (it is the IWAE guide gradient's path part minus its DReG form)
-    and of lower variance; it needs a reparameterisable guide. ``dreg=False`` is the
-    classic score-form wake-φ and works with any guide, discrete sites included.
-    The reported loss is −IWAE_K (Pyro's ``ReweightedWakeSleep`` reports the same).
+          \sum_k \tilde w_k \nabla_\phi \log q_\phi(z_k)\big|_{z_k}
+              \;\to\; \sum_k \big(\tilde w_k - \tilde w_k^2\big)
+              \frac{\partial \log w_k}{\partial z_k}\frac{\partial z_k}{\partial \phi},
 
-    :param num_particles: K.
-    :param dreg: doubly-reparameterised wake-φ (needs reparameterisable guide sites).
+      equal in expectation (the IWAE guide gradient's path part minus its DReG form) and
+      of lower variance; it needs a reparameterisable guide;
+    - ``rws_score`` (:class:`RWSScore`): the classic score form, any guide, discrete
+      sites included.
+
+    The reported loss is −IWAE_K (Pyro's ``ReweightedWakeSleep``, registered as ``rws``,
+    reports the same; it runs wake-φ in score form with a sleep phase option, and
+    cannot weigh the per-datapoint form).
 
     References: [1] J. Bornschein, Y. Bengio, "Reweighted Wake-Sleep", ICLR 2015.
     [2] G. Tucker, D. Lawson, S. Gu, C. Maddison, "Doubly Reparameterized Gradient
     Estimators for Monte Carlo Objectives", ICLR 2019 (section 4, RWS).
     """
 
+    default_num_particles = 8
     needs_stopped_guide = True
-
-    def __init__(
-        self,
-        num_particles: int = 8,
-        max_plate_nesting: int | None = None,
-        vectorize_particles: bool = True,
-        per_datapoint: bool = False,
-        data_plate: str = "data",
-        dreg: bool = True,
-        *,
-        compile: bool = False,
-        compile_options: dict | None = None,
-    ) -> None:
-        super().__init__(
-            num_particles,
-            max_plate_nesting,
-            vectorize_particles,
-            per_datapoint,
-            data_plate,
-            compile=compile,
-            compile_options=compile_options,
-        )
-        self.dreg = dreg
-        self.requires_reparam = dreg
+    #: how wake-φ is estimated
+    wake_phi: ClassVar[Literal["dreg", "score"]]
 
     def surrogate(self, batch: ParticleBatch) -> torch.Tensor:
         normalized = torch.softmax(batch.groups.log_weights.detach(), 0)
-        if self.dreg:
+        if self.wake_phi == "dreg":
             return path_surrogate(batch, normalized - normalized**2, normalized)
         groups = batch.groups
         # log q_phi(z) - log q_stopped(z): value 0, gradient the score term only.
@@ -85,3 +68,24 @@ class ReweightedWakeSleep(IWAE):
         if stopped is not None:
             surrogate = surrogate + stopped.combine((normalized * stopped.log_weights).sum(0))
         return surrogate
+
+
+@objectives.register("rws_dreg")
+class RWSDReG(ParticleRWS):
+    """Reweighted wake-sleep with the doubly-reparameterised wake-φ (reparameterised guides).
+
+    Tucker et al. 2019, section 4; see :class:`ParticleRWS`.
+    """
+
+    wake_phi = "dreg"
+
+
+@objectives.register("rws_score")
+class RWSScore(ParticleRWS):
+    """Reweighted wake-sleep with the score-form wake-φ (any guide, discrete sites too).
+
+    Bornschein & Bengio 2015; see :class:`ParticleRWS`.
+    """
+
+    wake_phi = "score"
+    requires_reparam = False

@@ -3,6 +3,7 @@ r"""The thermodynamic variational objective: Riemann sums of the thermodynamic i
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -74,20 +75,15 @@ class ThermodynamicVariationalObjective(ParticleObjective):
     requires_reparam = False
     detach_draws = True
 
+    default_num_particles = 16
+
     def __init__(
         self,
-        num_particles: int = 16,
         num_intervals: int = 5,
         partition: str = "log",
         beta_min: float = 0.01,
         sum: str = "left",
-        max_plate_nesting: int | None = None,
-        vectorize_particles: bool = True,
-        per_datapoint: bool = False,
-        data_plate: str = "data",
-        *,
-        compile: bool = False,
-        compile_options: dict | None = None,
+        **options: Any,
     ) -> None:
         require_positive_int("objective.num_intervals", num_intervals)
         if partition not in PARTITIONS:
@@ -95,15 +91,7 @@ class ThermodynamicVariationalObjective(ParticleObjective):
         if sum not in SUMS:
             raise ConfigError(f"objective.sum must be one of {SUMS}, got {sum!r}")
         require(0.0 < beta_min < 1.0, f"objective.beta_min must lie in (0, 1), got {beta_min!r}")
-        super().__init__(
-            num_particles,
-            max_plate_nesting,
-            vectorize_particles,
-            per_datapoint,
-            data_plate,
-            compile=compile,
-            compile_options=compile_options,
-        )
+        super().__init__(**options)
         self.betas = beta_partition(num_intervals, partition, beta_min)
         self.sum = sum
         self.minimized = sum == "right"

@@ -6,13 +6,8 @@ import math
 
 import torch
 
-from pyro_elbo_lab.errors import require_positive_int
-from pyro_elbo_lab.objectives.base import (
-    ParticleBatch,
-    leave_one_out_mean,
-    log_mean_exp,
-    log_sum_exp_without_each,
-)
+from pyro_elbo_lab.engine import leave_one_out_mean, log_mean_exp, log_sum_exp_without_each
+from pyro_elbo_lab.objectives.base import ParticleBatch
 from pyro_elbo_lab.objectives.iwae import IWAE
 from pyro_elbo_lab.registry import objectives
 
@@ -57,27 +52,8 @@ class VIMCO(IWAE):
     requires_reparam = False
     detach_draws = True
 
-    def __init__(
-        self,
-        num_particles: int = 8,
-        max_plate_nesting: int | None = None,
-        vectorize_particles: bool = True,
-        per_datapoint: bool = False,
-        data_plate: str = "data",
-        *,
-        compile: bool = False,
-        compile_options: dict | None = None,
-    ) -> None:
-        require_positive_int("objective.num_particles", num_particles, minimum=2)
-        super().__init__(
-            num_particles,
-            max_plate_nesting,
-            vectorize_particles,
-            per_datapoint,
-            data_plate,
-            compile=compile,
-            compile_options=compile_options,
-        )
+    default_num_particles = 8
+    min_particles = 2
 
     def surrogate(self, batch: ParticleBatch) -> torch.Tensor:
         groups = batch.groups

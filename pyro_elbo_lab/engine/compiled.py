@@ -32,7 +32,6 @@ is read through ``pyro.param`` so that ``SVI`` sees and steps it.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,9 +40,10 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
+from torch.distributions import transform_to
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from pyro_elbo_lab.objectives.particles import swapped_parameters
+from pyro_elbo_lab.engine.parameters import parameter_constraints, run_with_parameters
 
 #: How every warning of the compiled path starts.
 WARNING_PREFIX = "objective.compile: "
@@ -97,14 +97,26 @@ def attach_gradients(
     return _WithGradients.apply(loss, len(params), *params, *grads)
 
 
-def substituted_parameters(
-    replacements: dict[str, torch.Tensor], modules: Sequence[torch.nn.Module]
-) -> contextlib.AbstractContextManager[None]:
-    """Inside, each named parameter of the param store reads as its replacement, in
-    both its homes (:func:`~pyro_elbo_lab.objectives.particles.swapped_parameters`)."""
-    stored = pyro.get_param_store()._params
-    by_id = {id(stored[name]): value for name, value in replacements.items()}
-    return swapped_parameters(lambda value: by_id.get(id(value)), modules)
+def with_parameters(
+    call: Callable[..., Any],
+    args: Sequence[torch.Tensor],
+    replacements: dict[str, torch.Tensor],
+    live: dict[str, torch.Tensor],
+    transforms: dict[str, torch.distributions.Transform],
+    modules: Sequence[torch.nn.Module],
+) -> Any:
+    """``call(*args)`` with the parameters ``live`` (unconstrained, by store name) read as
+    ``replacements``: through ``pyro.param`` as the constrained value
+    ``transforms[name](replacement)``, and as module attributes by identity
+    (:func:`~pyro_elbo_lab.engine.parameters.run_with_parameters`)."""
+    by_id = {id(live[name]): value for name, value in replacements.items()}
+    return run_with_parameters(
+        call,
+        tuple(args),
+        stored=lambda name: transforms[name](replacements[name]) if name in replacements else None,
+        owned=lambda parameter: by_id.get(id(parameter)),
+        modules=modules,
+    )
 
 
 def trace_step(
@@ -113,6 +125,7 @@ def trace_step(
     params: Sequence[torch.Tensor],
     tensor_args: Sequence[torch.Tensor],
     modules: Sequence[torch.nn.Module],
+    transforms: dict[str, torch.distributions.Transform],
 ) -> torch.fx.GraphModule:
     """Record ``loss_fn`` and its gradients as one functional ATen graph.
 
@@ -124,8 +137,14 @@ def trace_step(
 
     def loss_and_grads(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         leaves, args = inputs[: len(params)], inputs[len(params) :]
-        with substituted_parameters(dict(zip(param_names, leaves, strict=True)), modules):
-            loss, *extras = loss_fn(*args)
+        loss, *extras = with_parameters(
+            loss_fn,
+            args,
+            dict(zip(param_names, leaves, strict=True)),
+            dict(zip(param_names, params, strict=True)),
+            transforms,
+            modules,
+        )
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
         grads = [
             torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)
@@ -205,8 +224,13 @@ def build_step(
 
     :raises NotStaticError: when the two traces differ.
     """
-    noise, pure = lift_noise(trace_step(loss_fn, param_names, params, tensor_args, modules))
-    _, again = lift_noise(trace_step(loss_fn, param_names, params, tensor_args, modules))
+    constraints = parameter_constraints()
+    transforms = {name: transform_to(constraints[name]) for name in param_names}
+    traced = [
+        lift_noise(trace_step(loss_fn, param_names, params, tensor_args, modules, transforms))
+        for _ in range(2)
+    ]
+    (noise, pure), (_, again) = traced
     if pure.code != again.code:
         raise NotStaticError(
             "the model or guide traced to different programs on two draws (Python control "

@@ -1,7 +1,7 @@
 r"""SVI whose whole update, loss, gradients and Adam step, is one compiled graph.
 
 With ``objective.compile=true`` the loss and its gradients already run as one compiled
-graph (:mod:`pyro_elbo_lab.objectives.compiled`); what is left of a step on a small
+graph (:mod:`pyro_elbo_lab.engine.compiled`); what is left of a step on a small
 model is Python: Pyro's SVI bookkeeping, autograd's hand-over of the gradients and the
 optimiser's per-tensor kernels. :class:`CompiledSVI` traces the objective's pure step
 together with Adam's update,
@@ -26,9 +26,8 @@ import torch
 from pyro.infer import SVI
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from pyro_elbo_lab.engine.compiled import CompiledPath, TracedStep, cuda_devices
 from pyro_elbo_lab.errors import ConfigError
-from pyro_elbo_lab.objectives.base import ParticleObjective
-from pyro_elbo_lab.objectives.compiled import TracedStep, cuda_devices
 from pyro_elbo_lab.optim import FusedAdam
 
 SUPPORTED_ADAM_OPTIONS = frozenset({"lr", "betas", "eps", "weight_decay"})
@@ -77,9 +76,9 @@ class CompiledSVI(SVI):
         model: Callable[..., Any],
         guide: Callable[..., Any],
         optim: FusedAdam,
-        loss: ParticleObjective,
+        loss: Any,
     ) -> None:
-        if not (isinstance(loss, ParticleObjective) and loss.compiled is not None):
+        if not isinstance(getattr(loss, "compiled", None), CompiledPath):
             raise ConfigError(
                 "CompiledSVI needs an objective of this package built with compile=true"
             )
@@ -110,7 +109,7 @@ class CompiledSVI(SVI):
             loss = super().step(*args, **kwargs)
             self._count = self._count + 1
             return loss
-        store = pyro.get_param_store()._params
+        store = dict(pyro.get_param_store().named_parameters())
         params = [store[name] for name in traced.param_names]
         if id(traced) not in self._updates:
             self._updates[id(traced)] = self._build(traced, params, tensors)
