@@ -14,7 +14,7 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from pyro_elbo_lab.engine.program import guess_max_plate_nesting
+from pyro_elbo_lab.engine.program import unbatched_traces
 from pyro_elbo_lab.errors import ConfigError
 
 
@@ -179,7 +179,7 @@ def not_vectorisable(
     """
     with poutine.block(), torch.no_grad():
         try:
-            guess_max_plate_nesting(model, guide, args, kwargs)
+            unbatched_traces(model, guide, args, kwargs)
         except Exception:
             return error
         last_site = "(none)"
