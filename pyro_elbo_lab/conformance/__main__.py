@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = [(name, lambda case, name=name: check_case(name, case)) for name in objectives.names()]
     if options.equivalence:
         checks += [
-            (spec.label, lambda case, spec=spec: check_elbo_equivalence(spec, case))
+            (f"{spec.label} = ELBO", lambda case, spec=spec: check_elbo_equivalence(spec, case))
             for spec in ELBO_EQUIVALENTS
         ]
     failures: list[str] = []

@@ -80,7 +80,7 @@ ELBO_EQUIVALENTS = (
     ElboEquivalent("vr_k1", "vr", (("num_particles", 1), ("alpha", 0.5))),
     ElboEquivalent("vr_alpha_to_1", "vr", (("num_particles", 4), ("alpha", 1.0 - 1e-4))),
     ElboEquivalent("beta_elbo_beta1", "beta_elbo", (("num_particles", 1), ("beta", 1.0))),
-    ElboEquivalent("stl", "stl", (("num_particles", 1),)),
+    ElboEquivalent("stl_k1", "stl", (("num_particles", 1),)),
 )
 
 
