@@ -124,6 +124,20 @@ class Registry:
         )
         return component.factory(*args, **params)
 
+    def build_example(self, name: str, *args: Any, **params: Any) -> Any:
+        """:meth:`build` with the component's ``example_params`` trait under ``params``: a
+        component that needs configuration (e.g. ``model=custom``'s target) states a
+        working example, so the registry-wide checks can build it like the rest."""
+        return self.build(name, *args, **{**self.get(name).trait("example_params", {}), **params})
+
+    def example_overrides(self, name: str) -> list[str]:
+        """The command-line overrides that select ``name`` with its example parameters."""
+        example = self.get(name).trait("example_params", {})
+        return [
+            f"{self.kind}={name}",
+            *(f"{self.kind}.{key}={value}" for key, value in example.items()),
+        ]
+
     def _ensure_loaded(self) -> None:
         if self._loaded:
             return

@@ -92,7 +92,9 @@ def _valid_pairs() -> list[tuple[str, str]]:
 def test_every_objective_trains_every_model_and_bounds_sit_below_the_truth(
     objective, model, compose_config
 ):
-    record = run(compose_config(f"objective={objective}", f"model={model}", "steps=5"))
+    record = run(
+        compose_config(f"objective={objective}", *models.example_overrides(model), "steps=5")
+    )
     assert record["status"] == "ok", record["message"]
     metrics = record["metrics"]
     truth = metrics.get("exact_log_evidence")

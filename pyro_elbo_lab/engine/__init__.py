@@ -58,6 +58,7 @@ from pyro_elbo_lab.engine.program import (
     detached_values,
     guess_max_plate_nesting,
     particle_plate,
+    plate_depth,
     unbatched_traces,
 )
 from pyro_elbo_lab.engine.reduce import SiteReducer
@@ -90,6 +91,7 @@ __all__ = [
     "not_vectorisable",
     "parameter_constraints",
     "particle_plate",
+    "plate_depth",
     "require_batch_dims_in_plates",
     "require_reparameterized",
     "run_with_parameters",

@@ -33,10 +33,13 @@ def guess_max_plate_nesting(
     model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
 ) -> int:
     """Run model and guide once, unvectorised, and read the deepest plate dim used."""
-    model_trace, guide_trace = unbatched_traces(model, guide, args, kwargs)
+    return max(plate_depth(trace) for trace in unbatched_traces(model, guide, args, kwargs))
+
+
+def plate_depth(trace: poutine.Trace) -> int:
+    """The deepest plate dim a trace's sample sites use (0: no vectorised plate)."""
     dims = [
         -frame.dim
-        for trace in (model_trace, guide_trace)
         for site in trace.nodes.values()
         if site["type"] == "sample"
         for frame in site["cond_indep_stack"]

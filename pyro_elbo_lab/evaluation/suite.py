@@ -149,8 +149,17 @@ def evaluate_guide(
         metrics["iwae_by_particles_gap"] = {
             k: value - truth for k, value in metrics["iwae_by_particles"].items()
         }
+    else:
+        warnings.append(
+            "no exact or reference log evidence for this model: gaps to log p(x) and "
+            "KL(q || p) are not measured (evaluation.ais_temperatures > 0 estimates log p(x))"
+        )
     metrics.update(_heldout(model, target, guide, settings, common))
     metrics.update(_posterior_errors(model, target, guide, args, settings, objective))
+    if "posterior_error" not in metrics:
+        warnings.append(
+            "no exact posterior or reference draws for this model: posterior error is not measured"
+        )
     exact_posterior = model.exact_posterior()
     if exact_posterior is not None:
         metrics["gaussian_kl"] = gaussian_kl(guide, args, exact_posterior)

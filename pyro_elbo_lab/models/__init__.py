@@ -2,6 +2,7 @@
 
 from pyro_elbo_lab.models.base import LatentVariableModel
 from pyro_elbo_lab.models.beta_bernoulli import BetaBernoulli
+from pyro_elbo_lab.models.custom import CustomModel
 from pyro_elbo_lab.models.eight_schools import EightSchools
 from pyro_elbo_lab.models.factor_analysis import FactorAnalysis
 from pyro_elbo_lab.models.gmm import GaussianMixture
@@ -12,6 +13,7 @@ from pyro_elbo_lab.models.tiny_gmm import TinyGaussianMixture, bimodal
 __all__ = [
     "BayesianLinearRegression",
     "BetaBernoulli",
+    "CustomModel",
     "EightSchools",
     "FactorAnalysis",
     "GaussianMixture",
