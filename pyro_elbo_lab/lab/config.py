@@ -30,6 +30,8 @@ class LabConfig:
     progress_bar: bool = True
     num_threads: int | None = None
     loss_history_points: int = 200
+    #: guide draws written as ArviZ data (posterior.nc) beside the record; 0: none
+    posterior_draws: int = 0
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
 
 

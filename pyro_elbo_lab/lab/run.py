@@ -17,6 +17,7 @@ from pyro_elbo_lab.evaluation import evaluate_guide
 from pyro_elbo_lab.lab.components import Components, build_components
 from pyro_elbo_lab.lab.config import evaluation_settings
 from pyro_elbo_lab.lab.fit import FitResult, fit
+from pyro_elbo_lab.lab.posterior_file import write_posterior_files, xarray_module
 from pyro_elbo_lab.lab.predictions import write_predictions
 from pyro_elbo_lab.lab.record import SCHEMA_VERSION, git_commit, package_versions, write_record
 
@@ -30,6 +31,9 @@ def validate(config: DictConfig) -> None:
     if not (isinstance(config.seed, int) and 0 <= config.seed < 2**32):
         raise ConfigError(f"seed must be an integer in [0, 2**32), got {config.seed!r}")
     evaluation_settings(config.evaluation)
+    require_positive_int("posterior_draws", config.posterior_draws, minimum=0)
+    if config.posterior_draws:
+        xarray_module()
 
 
 def run(
@@ -90,6 +94,15 @@ def run(
                     )
                 if written is not None:
                     record["predictions"] = written
+            if output_dir is not None and config.posterior_draws:
+                with components.model.without_subsampling():
+                    record["posterior_files"] = write_posterior_files(
+                        components.model,
+                        evaluation_guide,
+                        config.posterior_draws,
+                        Path(output_dir),
+                        {key: str(value) for key, value in record["components"].items()},
+                    )
             record["status"] = "ok"
     except Exception as error:
         record["status"] = "failed"
