@@ -89,6 +89,33 @@ def test_the_joblib_launcher_runs_two_jobs_in_parallel_processes(tmp_path):
     assert (sweep / "comparison.md").exists()
 
 
+@pytest.mark.slow
+def test_the_local_submitit_launcher_runs_a_four_job_sweep_and_the_report_rebuilds(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    result = elbo_lab(
+        *SMOKE,
+        "hydra/launcher=local_submitit",
+        "seed=0,1",
+        "hydra.sweeper.max_batch_size=2",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    done = records(sweep)
+    assert [r["status"] for r in done] == ["ok"] * 4
+    assert {(r["components"]["objective"], r["seed"]) for r in done} == {
+        (objective, seed) for objective in ("trace", "renyi") for seed in (0, 1)
+    }
+    (sweep / "comparison.md").unlink()
+    rebuilt = subprocess.run(
+        ["elbo-lab-report", str(sweep)], capture_output=True, text=True, check=False
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    table = (sweep / "comparison.md").read_text()
+    assert "| trace | normal | gmm |" in table and "2/0/0" in table
+
+
 def test_a_single_run_without_sweeping(tmp_path):
     run_dir = tmp_path / "run"
     result = elbo_lab(*SMOKE, "hydra.mode=RUN", "steps=3", f"hydra.run.dir={run_dir}", cwd=tmp_path)

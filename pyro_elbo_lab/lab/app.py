@@ -25,7 +25,12 @@ def hydra_main(config: DictConfig) -> None:
     hydra_config = HydraConfig.get()
     in_sweep = hydra_config.mode == RunMode.MULTIRUN
     torch.set_num_threads(threads_per_job(config.num_threads, hydra_config.launcher))
-    record = run(config, output_dir=hydra_config.runtime.output_dir, catch_errors=in_sweep)
+    record = run(
+        config,
+        output_dir=hydra_config.runtime.output_dir,
+        catch_errors=in_sweep,
+        sweep_dir=hydra_config.sweep.dir if in_sweep else hydra_config.runtime.output_dir,
+    )
     summary = f"{record['status']}: {record['components']} seed={record['seed']}"
     if record["status"] == "ok":
         metrics = record["metrics"]

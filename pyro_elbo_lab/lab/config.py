@@ -24,6 +24,7 @@ class LabConfig:
     guide: Any = MISSING
     objective: Any = MISSING
     optim: Any = MISSING
+    tracker: Any = MISSING
     seed: int = 0
     steps: int = 500
     device: str = "cpu"

@@ -6,6 +6,7 @@ import itertools
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyro
@@ -83,9 +84,14 @@ def _svi(components: Components) -> SVI:
 
 
 def fit(
-    components: Components, steps: int, progress_bar: bool = True, label: str = ""
+    components: Components,
+    steps: int,
+    progress_bar: bool = True,
+    label: str = "",
+    on_step: Callable[[int, float], None] | None = None,
 ) -> FitResult:
     """Run ``steps`` SVI steps on the training data; stop early when the fit diverges.
+    ``on_step(step, loss)`` sees every step's loss (e.g. a tracker).
 
     Divergence: a non-finite loss (objectives whose registry entry says
     ``reports_loss=False``, such as tail-adaptive, record NaN instead) or non-finite
@@ -103,6 +109,8 @@ def fit(
             step_value = svi.step(data)
             loss = scalar_loss(step_value) if reports_loss else math.nan
             result.losses.append(loss)
+            if on_step is not None:
+                on_step(step, loss)
             if step == 0:
                 first_step_done = time.perf_counter()
             finite = math.isfinite(loss) if reports_loss else True

@@ -20,6 +20,7 @@ from pyro_elbo_lab.lab.fit import FitResult, fit
 from pyro_elbo_lab.lab.posterior_file import write_posterior_files, xarray_module
 from pyro_elbo_lab.lab.predictions import write_predictions
 from pyro_elbo_lab.lab.record import SCHEMA_VERSION, git_commit, package_versions, write_record
+from pyro_elbo_lab.lab.trackers import Tracker, build_tracker, flatten
 
 
 def validate(config: DictConfig) -> None:
@@ -37,14 +38,19 @@ def validate(config: DictConfig) -> None:
 
 
 def run(
-    config: DictConfig, output_dir: str | Path | None = None, catch_errors: bool = False
+    config: DictConfig,
+    output_dir: str | Path | None = None,
+    catch_errors: bool = False,
+    sweep_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Fit and evaluate one configuration; return (and, given ``output_dir``, write) its record.
 
     Seeds Pyro (``pyro.set_rng_seed``) and clears the param store first, so the same
     config gives the same record. A non-finite loss stops the fit and records
     ``diverged``; an exception records ``failed`` with its message and is re-raised
-    unless ``catch_errors`` (the sweep's choice, so the other jobs go on).
+    unless ``catch_errors`` (the sweep's choice, so the other jobs go on). The
+    ``tracker`` (``trackers.build_tracker``) sees the run too; ``sweep_dir`` (default:
+    ``output_dir``'s parent, or the working directory) is where it groups the sweep.
     """
     record: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
@@ -60,14 +66,27 @@ def run(
         "git_commit": git_commit(),
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
+    tracker = Tracker()
     try:
         validate(config)
+        tracker = build_tracker(
+            record["config"].get("tracker") or {},
+            _sweep_dir(sweep_dir, output_dir),
+            Path(output_dir).name if output_dir is not None else "run",
+        )
+        tracker.start(_label(record), dict(flatten(record["config"])))
         pyro.clear_param_store()
         pyro.set_rng_seed(config.seed)
         components = build_components(config)
         record["device"] = str(components.device)
         record["torch_threads"] = torch.get_num_threads()
-        result = fit(components, config.steps, config.progress_bar, label=_label(record))
+        result = fit(
+            components,
+            config.steps,
+            config.progress_bar,
+            label=_label(record),
+            on_step=tracker.log_loss,
+        )
         record["fit"] = _fit_summary(result, config)
         if result.diverged:
             record["status"] = "diverged"
@@ -109,16 +128,30 @@ def run(
         record["message"] = f"{type(error).__name__}: {error}"
         record["traceback"] = traceback.format_exc(limit=20)
         if not catch_errors:
-            _finish(record, output_dir)
+            _finish(record, output_dir, tracker)
             raise
-    _finish(record, output_dir)
+    _finish(record, output_dir, tracker)
     return record
 
 
-def _finish(record: dict[str, Any], output_dir: str | Path | None) -> None:
+def _finish(record: dict[str, Any], output_dir: str | Path | None, tracker: Tracker) -> None:
     record["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    files = []
     if output_dir is not None:
-        write_record(record, Path(output_dir))
+        directory = Path(output_dir)
+        write_record(record, directory)
+        written = [
+            *record.get("predictions", {}).values(),
+            *record.get("posterior_files", {}).values(),
+        ]
+        files = [directory / "record.json", *(directory / name for name in written)]
+    tracker.finish(record, files)
+
+
+def _sweep_dir(sweep_dir: str | Path | None, output_dir: str | Path | None) -> Path:
+    if sweep_dir is not None:
+        return Path(sweep_dir)
+    return Path(output_dir).parent if output_dir is not None else Path.cwd()
 
 
 def _label(record: dict[str, Any]) -> str:
