@@ -20,8 +20,9 @@ log = logging.getLogger("elbo-lab")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def hydra_main(config: DictConfig) -> None:
-    """One job of a sweep (or a single run with ``hydra.mode=RUN``)."""
+def hydra_main(config: DictConfig) -> str:
+    """One job of a sweep (or a single run with ``hydra.mode=RUN``); returns its status
+    (the sweep's console counts the failures)."""
     hydra_config = HydraConfig.get()
     in_sweep = hydra_config.mode == RunMode.MULTIRUN
     torch.set_num_threads(threads_per_job(config.num_threads, hydra_config.launcher))
@@ -37,6 +38,7 @@ def hydra_main(config: DictConfig) -> None:
         log.info("%s elbo=%.4f iwae=%.4f", summary, metrics["elbo"], metrics["iwae"])
     else:
         log.error("%s — %s", summary, record["message"])
+    return record["status"]
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from tqdm.auto import tqdm
 
 from pyro_elbo_lab.engine import CompiledSVI
 from pyro_elbo_lab.lab.components import Components
+from pyro_elbo_lab.lab.console import interactive
 from pyro_elbo_lab.objectives.pyro_builtin import scalar_loss
 from pyro_elbo_lab.optim import FusedAdam
 
@@ -101,7 +101,7 @@ def fit(
     reports_loss = getattr(components.objective, "reports_loss", True)
     data = components.model.train_data
     result = FitResult()
-    show = progress_bar and sys.stderr.isatty()
+    show = progress_bar and interactive()
     start = time.perf_counter()
     first_step_done = start
     with tqdm(total=steps, disable=not show, desc=label, leave=False) as bar:
