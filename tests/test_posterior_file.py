@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import warnings
 
+import matplotlib
 import pytest
+
+matplotlib.use("Agg")
 
 from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.lab import run
@@ -32,6 +35,7 @@ def test_eight_schools_posterior_and_reference_files_read_in_arviz(tmp_path, com
     loo = az.loo(data, pointwise=True)
     assert math.isfinite(float(loo.elpd_loo)) and loo.loo_i.shape == (8,)
     assert data.observed_data["obs"].shape == (8,)
+    assert az.plot_posterior(data, var_names=["mu", "tau"]).size == 2
 
     reference = az.from_netcdf(tmp_path / "reference_posterior.nc")
     assert reference.posterior["theta"].dims == theta.dims
