@@ -12,6 +12,13 @@ class ConfigError(ValueError):
     """A configuration value, name or combination that cannot work; the message names the fix."""
 
 
+def first_line(error: BaseException) -> str:
+    """An error's message cut to its first line (Pyro appends a trace's shapes to errors
+    raised inside it), or its type's name when it has no message."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def require(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:

@@ -15,7 +15,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from pyro_elbo_lab.engine.program import unbatched_traces
-from pyro_elbo_lab.errors import ConfigError
+from pyro_elbo_lab.errors import ConfigError, first_line
 
 
 def check_latents(
@@ -193,11 +193,10 @@ def not_vectorisable(
             ]
             if sites:
                 last_site = sites[-1]
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return ConfigError(
         f"model and guide run alone but not with {plate.size} particles vectorised at dim "
-        f"{plate.dim}: the pass fails after site '{last_site}' ({reason}); make every site "
-        "broadcast over batch dims left of its plates (expand to batch_shape + shape, index "
-        "with pyro.ops.indexing.Vindex) and set max_plate_nesting to the model's plate depth, "
-        "or use objective=trace with vectorize_particles=false"
+        f"{plate.dim}: the pass fails after site '{last_site}' ({first_line(error)}); make "
+        "every site broadcast over batch dims left of its plates (expand to batch_shape + "
+        "shape, index with pyro.ops.indexing.Vindex) and set max_plate_nesting to the model's "
+        "plate depth, or use objective=trace with vectorize_particles=false"
     )

@@ -44,6 +44,7 @@ from torch.distributions import transform_to
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from pyro_elbo_lab.engine.parameters import parameter_constraints, run_with_parameters
+from pyro_elbo_lab.errors import first_line
 
 #: How every warning of the compiled path starts.
 WARNING_PREFIX = "objective.compile: "
@@ -440,7 +441,7 @@ class CompiledPath:
             except Exception as error:  # any tracing or compiler failure
                 warn_fallback(
                     f"tracing or compiling the step failed ({type(error).__name__}: "
-                    f"{str(error).splitlines()[0] if str(error) else ''}); a model needs "
+                    f"{first_line(error)}); a model needs "
                     "static structure and tensor operations only"
                 )
                 return None

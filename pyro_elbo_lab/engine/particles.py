@@ -47,7 +47,7 @@ from pyro_elbo_lab.engine.parameters import (
 from pyro_elbo_lab.engine.program import detached_values, particle_plate
 from pyro_elbo_lab.engine.reduce import SiteReducer
 from pyro_elbo_lab.engine.strata import StratifiedParticles
-from pyro_elbo_lab.errors import ConfigError
+from pyro_elbo_lab.errors import ConfigError, first_line
 
 
 @dataclass
@@ -155,7 +155,7 @@ def sample_log_weights(
         )
     except ConfigError as error:
         # Pyro's trace appends the trace's shapes to errors raised inside it: one line
-        raise ConfigError(str(error).splitlines()[0]) from error
+        raise ConfigError(first_line(error)) from error
     except (RuntimeError, ValueError, IndexError) as error:
         raise not_vectorisable(model, guide, args, kwargs, plate, error) from error
     latent_guide_trace = prune_subsample_sites(guide_trace)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pyro_elbo_lab.errors import ConfigError, require, require_positive_int
+from pyro_elbo_lab.errors import ConfigError, first_line, require, require_positive_int
 
 INSTALL = {
     "mlflow": "pip install 'pyro-elbo-lab[mlflow]'",
@@ -175,7 +175,7 @@ class GuardedTracker(Tracker):
             self.failed = True
             warnings.warn(
                 f"tracker {self.name} failed in {method} ({type(error).__name__}: "
-                f"{str(error).splitlines()[0] if str(error) else ''}); the run and its record "
+                f"{first_line(error)}); the run and its record "
                 "go on without it",
                 RuntimeWarning,
                 stacklevel=3,

@@ -15,7 +15,7 @@ import torch
 from pyro import poutine
 
 from pyro_elbo_lab.engine import plate_depth
-from pyro_elbo_lab.errors import ConfigError, require, require_positive_int
+from pyro_elbo_lab.errors import ConfigError, first_line, require, require_positive_int
 from pyro_elbo_lab.models.base import LatentVariableModel
 from pyro_elbo_lab.models.data_files import load_array
 from pyro_elbo_lab.registry import models
@@ -64,14 +64,14 @@ def load_target(target: str) -> Callable[..., Any]:
         except Exception as error:
             raise ConfigError(
                 f"model.target file {path.name} failed to import ({type(error).__name__}: "
-                f"{_first_line(error)}); fix the file"
+                f"{first_line(error)}); fix the file"
             ) from error
     else:
         try:
             module = importlib.import_module(location)
         except ImportError as error:
             raise ConfigError(
-                f"model.target module {location!r} cannot be imported ({_first_line(error)}); "
+                f"model.target module {location!r} cannot be imported ({first_line(error)}); "
                 f"install it or give {TARGET_FORMS}"
             ) from error
     program = getattr(module, name, None)
@@ -91,11 +91,6 @@ def load_target(target: str) -> Callable[..., Any]:
         "name a function (or module) that takes the data tensor",
     )
     return program
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 @models.register("custom", example_params=EXAMPLE)
@@ -179,7 +174,7 @@ class CustomModel(LatentVariableModel):
             on = f"the data {tuple(self.train_data.shape)}" if self.takes_data else "no data"
             raise ConfigError(
                 f"model.target {self.target} raised {type(error).__name__} when run on {on}: "
-                f"{_first_line(error)}; fix the model, or give the data it expects (model.data)"
+                f"{first_line(error)}; fix the model, or give the data it expects (model.data)"
             ) from error
 
     def _require_data_plate(self, trace: poutine.Trace) -> None:

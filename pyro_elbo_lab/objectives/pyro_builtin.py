@@ -33,7 +33,7 @@ from pyro_elbo_lab.engine import (
     not_vectorisable,
     particle_plate,
 )
-from pyro_elbo_lab.errors import ConfigError, require, require_positive_int
+from pyro_elbo_lab.errors import ConfigError, first_line, require, require_positive_int
 from pyro_elbo_lab.registry import objectives
 
 
@@ -60,7 +60,7 @@ class CheckedPyroObjective:
             return method(checked_model, checked_guide, *args, **kwargs)
         except ConfigError as error:
             # Pyro's trace appends the trace's shapes to errors raised inside it: one line
-            raise ConfigError(str(error).splitlines()[0]) from error
+            raise ConfigError(first_line(error)) from error
         except (RuntimeError, ValueError, IndexError) as error:
             if not getattr(self, "vectorize_particles", False):
                 raise
