@@ -111,17 +111,16 @@ def run(
                     written = write_predictions(
                         components.model, evaluation_guide, Path(output_dir)
                     )
+                    if config.posterior_draws:
+                        record["posterior_files"] = write_posterior_files(
+                            components.model,
+                            evaluation_guide,
+                            config.posterior_draws,
+                            Path(output_dir),
+                            {key: str(value) for key, value in record["components"].items()},
+                        )
                 if written is not None:
                     record["predictions"] = written
-            if output_dir is not None and config.posterior_draws:
-                with components.model.without_subsampling():
-                    record["posterior_files"] = write_posterior_files(
-                        components.model,
-                        evaluation_guide,
-                        config.posterior_draws,
-                        Path(output_dir),
-                        {key: str(value) for key, value in record["components"].items()},
-                    )
             record["status"] = "ok"
     except Exception as error:
         record["status"] = "failed"
