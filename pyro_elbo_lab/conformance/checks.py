@@ -131,19 +131,6 @@ def _calls(objective: ELBO, program: Program) -> dict[str, Callable[[], tuple]]:
     def loss() -> tuple[float, None]:
         return scalar_loss(objective.loss(model, guide, *args, **kwargs)), None
 
-    def differentiable_loss() -> tuple[float, dict[str, torch.Tensor]]:
-        with _captured_parameters() as parameters:
-            value = objective.differentiable_loss(model, guide, *args, **kwargs)
-        named = parameters()
-        grads = (
-            torch.autograd.grad(value, list(named.values()), allow_unused=True, retain_graph=False)
-            if value.requires_grad and named
-            else [None] * len(named)
-        )
-        return float(value.detach()), dict(
-            zip(named, _zero_missing(grads, named.values()), strict=True)
-        )
-
     def loss_and_grads() -> tuple[float, dict[str, torch.Tensor]]:
         with _captured_parameters() as parameters:
             value = objective.loss_and_grads(model, guide, *args, **kwargs)
@@ -159,7 +146,7 @@ def _calls(objective: ELBO, program: Program) -> dict[str, Callable[[], tuple]]:
     if getattr(objective, "reports_loss", True):
         calls["loss"] = loss
     if _implements(objective, "differentiable_loss"):
-        calls["differentiable_loss"] = differentiable_loss
+        calls["differentiable_loss"] = lambda: _differentiable_value(objective, program)
     calls["loss_and_grads"] = loss_and_grads
     return calls
 
@@ -332,8 +319,17 @@ def _value_and_gradient(
 ) -> tuple[float, dict[str, torch.Tensor]]:
     _reset(objective)
     pyro.set_rng_seed(seed)
+    return _differentiable_value(objective, program)
+
+
+def _differentiable_value(
+    objective: ELBO, program: Program
+) -> tuple[float, dict[str, torch.Tensor]]:
+    """``differentiable_loss``'s value and its gradient in every parameter it read."""
     with _captured_parameters() as parameters:
-        value = objective.differentiable_loss(program.model, program.guide, *program.args)
+        value = objective.differentiable_loss(
+            program.model, program.guide, *program.args, **program.kwargs
+        )
     named = parameters()
     grads = (
         torch.autograd.grad(value, list(named.values()), allow_unused=True)

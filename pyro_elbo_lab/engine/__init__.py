@@ -52,6 +52,7 @@ from pyro_elbo_lab.engine.particles import (
     model_log_density_at_stopped_latents,
     sample_log_weights,
     sample_observed_log_likelihood,
+    weighed_particles,
 )
 from pyro_elbo_lab.engine.program import (
     PARTICLE_PLATE,
@@ -99,4 +100,5 @@ __all__ = [
     "sample_observed_log_likelihood",
     "stopped_call",
     "unbatched_traces",
+    "weighed_particles",
 ]

@@ -56,8 +56,10 @@ class LogWeights:
 
     ``log_p``/``log_q`` sum every site with its plate scaling (as Pyro's ELBOs do).
     The ``local_*`` fields, present when the model has a data plate, hold the unscaled
-    log densities of the sites inside it per datapoint, and ``local_scale`` the factor
-    (N / batch size) a subsampled plate applies to them.
+    (masked) log densities of the sites inside it per datapoint, and ``local_scale`` the
+    factor those sites' scale applies to each datapoint: N / batch size under
+    subsampling, a ``[N]`` tensor under a tensor-valued ``poutine.scale``, or None when
+    the data plate's sites are scaled differently (then no per-datapoint form exists).
     """
 
     log_p: torch.Tensor
@@ -247,6 +249,28 @@ def _replay_with_stopped_params(
     return stopped_call(stopped_trace, args, modules)
 
 
+def weighed_particles(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    model_args: tuple,
+    guide_args: tuple,
+    *,
+    num_particles: int,
+    max_plate_nesting: int,
+) -> poutine.Trace:
+    """The model's trace over ``num_particles`` guide draws: the guide runs on
+    ``guide_args`` in the particle plate, the model is replayed on its draws with
+    ``model_args``; subsample sites pruned, log densities computed."""
+    plate = particle_plate(num_particles, max_plate_nesting)
+    guide_trace = poutine.trace(plate(guide)).get_trace(*guide_args)
+    model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(
+        *model_args
+    )
+    model_trace = prune_subsample_sites(model_trace)
+    model_trace.compute_log_prob()
+    return model_trace
+
+
 def sample_observed_log_likelihood(
     model: Callable[..., Any],
     guide: Callable[..., Any],
@@ -263,13 +287,14 @@ def sample_observed_log_likelihood(
     (e.g. held-out data), so this is the building block of posterior-predictive
     densities for models whose guided latents are global.
     """
-    plate = particle_plate(num_particles, max_plate_nesting)
-    guide_trace = poutine.trace(plate(guide)).get_trace(*guide_args)
-    model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(
-        *model_args
+    model_trace = weighed_particles(
+        model,
+        guide,
+        model_args,
+        guide_args,
+        num_particles=num_particles,
+        max_plate_nesting=max_plate_nesting,
     )
-    model_trace = prune_subsample_sites(model_trace)
-    model_trace.compute_log_prob()
     per_point = SiteReducer(num_particles, max_plate_nesting, data_plate).local(
         model_trace, observed_only=True
     )

@@ -19,7 +19,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
-from pyro_elbo_lab.engine import particle_plate
+from pyro_elbo_lab.engine import unbatched_traces, weighed_particles
 from pyro_elbo_lab.models.base import LatentVariableModel
 
 
@@ -61,16 +61,18 @@ def guide_posterior(
     model: LatentVariableModel, guide: Callable[..., Any], num_draws: int
 ) -> PosteriorDraws:
     """``num_draws`` draws of ``guide`` on ``model``'s training data, as named arrays."""
-    data = model.train_data
-    target = model.evaluation_model
+    args = (model.train_data,)
     with poutine.block(), torch.no_grad():
-        guide_trace = poutine.trace(guide).get_trace(data)
-        single = poutine.trace(poutine.replay(target, trace=guide_trace)).get_trace(data)
-        plate = particle_plate(num_draws, model.max_plate_nesting)
-        draws = poutine.trace(plate(guide)).get_trace(data)
-        batched = poutine.trace(poutine.replay(plate(target), trace=draws)).get_trace(data)
-    single, batched = prune_subsample_sites(single), prune_subsample_sites(batched)
-    batched.compute_log_prob()
+        single, _ = unbatched_traces(model.evaluation_model, guide, args, {})
+        batched = weighed_particles(
+            model.evaluation_model,
+            guide,
+            args,
+            args,
+            num_particles=num_draws,
+            max_plate_nesting=model.max_plate_nesting,
+        )
+    single = prune_subsample_sites(single)
     posterior, log_likelihood, observed = {}, {}, {}
     for name, site in single.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):

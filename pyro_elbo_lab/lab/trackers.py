@@ -194,13 +194,12 @@ class GuardedTracker(Tracker):
 def require_tracker_extra(name: str) -> None:
     """Fail in one line, naming the install command, when ``tracker=name``'s library is
     missing."""
-    module = {"mlflow": "mlflow", "tensorboard": "tensorboard"}.get(name)
-    if module is None:
+    if name not in INSTALL:
         return
     try:
-        __import__(module)
+        __import__(name)  # each tracker's library has the tracker's name
     except ImportError:
-        raise ConfigError(f"tracker={name} needs {module}: {INSTALL[name]}") from None
+        raise ConfigError(f"tracker={name} needs {name}: {INSTALL[name]}") from None
 
 
 def build_tracker(settings: Mapping[str, Any], sweep_dir: Path, job: str) -> Tracker:
