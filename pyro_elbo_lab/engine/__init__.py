@@ -17,6 +17,7 @@ module                 job
 ``options``            the options every engine objective takes, checked in one place
 ``compiled``           the compiled fast path: one traced, compiled step
 ``compiled_svi``       SVI with the Adam update traced into that step
+``counting``           model evaluations (one per particle), the cost unit of budgets
 =====================  ==================================================================
 
 Only the names below leave the package; nothing outside it imports a private name.
@@ -32,6 +33,7 @@ from pyro_elbo_lab.engine.checks import (
 )
 from pyro_elbo_lab.engine.compiled import WARNING_PREFIX, CompiledPath
 from pyro_elbo_lab.engine.compiled_svi import CompiledSVI
+from pyro_elbo_lab.engine.counting import CountedModel
 from pyro_elbo_lab.engine.groups import WeightGroups, group_weights
 from pyro_elbo_lab.engine.logmath import (
     leave_one_out_mean,
@@ -70,6 +72,7 @@ __all__ = [
     "WARNING_PREFIX",
     "CompiledPath",
     "CompiledSVI",
+    "CountedModel",
     "DetachedParameters",
     "EngineOptions",
     "LogWeights",

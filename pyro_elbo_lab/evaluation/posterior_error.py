@@ -102,6 +102,19 @@ def _resample(model, guide, args, sites, rows, num_particles, max_plate_nesting,
     }
 
 
+def reference_draws(model: Any, num_samples: int) -> dict[str, torch.Tensor] | None:
+    """The model's posterior reference draws: its MCMC draws, else ``num_samples`` from its
+    exact posterior, else None."""
+    reference = model.reference_posterior_draws()
+    if reference is not None:
+        return reference
+    exact = model.exact_posterior()
+    if exact is None:
+        return None
+    with torch.no_grad():
+        return {name: d.sample((num_samples,)) for name, d in exact.items()}
+
+
 def _per_draw(value: torch.Tensor, num_samples: int) -> torch.Tensor:
     # Point-estimate guides hand back their parameters themselves: detach.
     return value.detach().expand((num_samples, *value.shape[1:])).reshape(num_samples, -1)

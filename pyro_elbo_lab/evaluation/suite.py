@@ -6,8 +6,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
-
 from pyro_elbo_lab.errors import require_positive_int
 from pyro_elbo_lab.evaluation.ais import annealed_importance_sampling
 from pyro_elbo_lab.evaluation.bounds import draw_log_weights, estimate_iwae
@@ -18,6 +16,7 @@ from pyro_elbo_lab.evaluation.posterior_error import (
     gaussian_kl,
     guide_draws,
     importance_resampled_draws,
+    reference_draws,
     standardized_errors,
 )
 from pyro_elbo_lab.evaluation.predictive import heldout_log_likelihood
@@ -205,13 +204,9 @@ def _heldout(model, target, guide, settings, common) -> dict[str, float]:
 
 
 def _posterior_errors(model, target, guide, args, settings, objective) -> dict[str, Any]:
-    reference = model.reference_posterior_draws()
+    reference = reference_draws(model, settings.posterior_samples)
     if reference is None:
-        exact = model.exact_posterior()
-        if exact is None:
-            return {}
-        with torch.no_grad():
-            reference = {name: d.sample((settings.posterior_samples,)) for name, d in exact.items()}
+        return {}
     sites, size, depth = list(reference), settings.posterior_samples, model.max_plate_nesting
     errors = {"posterior_error": standardized_errors(
         guide_draws(target, guide, args, sites, size, depth), reference

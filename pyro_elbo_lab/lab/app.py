@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 import torch
@@ -15,17 +16,20 @@ from pyro_elbo_lab.lab import config as _config  # noqa: F401  (registers schema
 from pyro_elbo_lab.lab.listing import component_listing
 from pyro_elbo_lab.lab.run import run
 from pyro_elbo_lab.lab.threads import threads_per_job
+from pyro_elbo_lab.lab.tuning import run_trial
 
 log = logging.getLogger("elbo-lab")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def hydra_main(config: DictConfig) -> str:
+def hydra_main(config: DictConfig) -> str | float:
     """One job of a sweep (or a single run with ``hydra.mode=RUN``); returns its status
-    (the sweep's console counts the failures)."""
+    (the sweep's console counts the failures), or a tuning trial's validation score."""
     hydra_config = HydraConfig.get()
     in_sweep = hydra_config.mode == RunMode.MULTIRUN
     torch.set_num_threads(threads_per_job(config.num_threads, hydra_config.launcher))
+    if config.tuning.trial:
+        return run_trial(config, Path(hydra_config.runtime.output_dir))
     record = run(
         config,
         output_dir=hydra_config.runtime.output_dir,

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from pyro_elbo_lab.evaluation import EvaluationSettings
+from pyro_elbo_lab.evaluation.checkpoints import CheckpointSettings
+from pyro_elbo_lab.lab.budget import BudgetSettings
+from pyro_elbo_lab.lab.convergence import ConvergenceSettings
+from pyro_elbo_lab.lab.tuning import TuneSettings
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -26,18 +32,28 @@ class LabConfig:
     optim: Any = MISSING
     tracker: Any = MISSING
     seed: int = 0
+    #: the step budget, and the cap of every other budget
     steps: int = 500
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
+    convergence: ConvergenceSettings = field(default_factory=ConvergenceSettings)
+    checkpoints: CheckpointSettings = field(default_factory=CheckpointSettings)
     device: str = "cpu"
     progress_bar: bool = True
     num_threads: int | None = None
     loss_history_points: int = 200
+    #: a sweep directory to resume: only its configurations without an ok record run
+    resume: str | None = None
+    #: tune each configuration's ``tuning.params`` before the reported runs
+    tune: bool = False
+    tuning: TuneSettings = field(default_factory=TuneSettings)
     #: guide draws written as ArviZ data (posterior.nc) beside the record; 0: none
     posterior_draws: int = 0
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
 
 
-def evaluation_settings(config: Any) -> EvaluationSettings:
-    return EvaluationSettings(**OmegaConf.to_container(config, resolve=True))
+def settings(node: Any, kind: type[T]) -> T:
+    """A config node as its checked settings dataclass (its ``__post_init__`` validates)."""
+    return kind(**OmegaConf.to_container(node, resolve=True))
 
 
 def register_configs() -> None:

@@ -94,7 +94,7 @@ class SweepConsole(Callback):
         self.collector = WarningCollector().__enter__()
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if not hasattr(self, "bar"):
+        if not hasattr(self, "bar") or config.tuning.trial:  # trials are not the sweep's jobs
             return
         ok = job_return.status == JobStatus.COMPLETED and job_return.return_value == "ok"
         self.failed += not ok

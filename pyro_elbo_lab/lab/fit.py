@@ -1,4 +1,4 @@
-"""The SVI loop: fit for a step budget, stop at the first non-finite loss."""
+"""The SVI loop: fit until a budget is spent or the loss converges; stop on divergence."""
 
 from __future__ import annotations
 
@@ -7,30 +7,51 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyro
 import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
-from pyro_elbo_lab.engine import CompiledSVI
+from pyro_elbo_lab.engine import CompiledSVI, CountedModel
+from pyro_elbo_lab.lab.budget import BudgetSettings, Spending, checkpoint_fractions
 from pyro_elbo_lab.lab.components import Components
 from pyro_elbo_lab.lab.console import interactive
+from pyro_elbo_lab.lab.convergence import ConvergenceSettings, RelativeChangeRule
 from pyro_elbo_lab.objectives.pyro_builtin import scalar_loss
 from pyro_elbo_lab.optim import FusedAdam
 
 PARAMETER_CHECK_EVERY = 25
 
 
+@dataclass(frozen=True)
+class FitPlan:
+    """How long a fit may run: the step cap, the budget, the stopping rule, the checkpoints."""
+
+    steps: int
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
+    convergence: ConvergenceSettings = field(default_factory=ConvergenceSettings)
+    checkpoints: int = 0
+
+
 @dataclass
 class FitResult:
-    """What the loop did: losses per step, whether it diverged, how long it took."""
+    """What the loop did: losses per step, what it spent, why it stopped, its checkpoints."""
 
     losses: list[float] = field(default_factory=list)
     diverged: bool = False
+    #: fitting time, checkpoint evaluations excluded
     wall_time_s: float = 0.0
     #: time of the steps after the first, which pays one-off set-up (guide prototype, caches)
     steady_time_s: float = 0.0
+    model_evals: int = 0
+    #: ``steps``, ``model_evals`` or ``seconds`` (a budget), ``converged`` or ``diverged``
+    stopped_by: str = ""
+    convergence_message: str | None = None
+    checkpoint_time_s: float = 0.0
+    #: per checkpoint: ``step``, ``model_evals``, ``seconds`` and the anytime metric
+    checkpoints: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def steps_completed(self) -> int:
@@ -73,56 +94,100 @@ def _parameters_finite() -> bool:
     return not values or bool(torch.stack([value.isfinite().all() for value in values]).all())
 
 
-def _svi(components: Components) -> SVI:
+def _svi(components: Components, model: CountedModel) -> SVI:
     """SVI, or :class:`CompiledSVI` (the Adam step compiled with the loss) when the
     objective is compiled and the optimiser is ``fused_adam``."""
     objective, optim = components.objective, components.optim
     compiled = getattr(objective, "compiled", None) is not None
     if compiled and isinstance(optim, FusedAdam) and not objective.carries_state:
-        return CompiledSVI(components.model, components.guide, optim, objective)
-    return SVI(components.model, components.guide, optim, loss=objective)
+        return CompiledSVI(model, components.guide, optim, objective)
+    return SVI(model, components.guide, optim, loss=objective)
 
 
 def fit(
     components: Components,
-    steps: int,
+    plan: FitPlan,
     progress_bar: bool = True,
     label: str = "",
     on_step: Callable[[int, float], None] | None = None,
+    measure: Callable[[], dict[str, Any]] | None = None,
 ) -> FitResult:
-    """Run ``steps`` SVI steps on the training data; stop early when the fit diverges.
-    ``on_step(step, loss)`` sees every step's loss (e.g. a tracker).
+    """Run SVI steps on the training data until ``plan``'s budget is spent, the loss
+    converges (``plan.convergence``) or the fit diverges. ``on_step(step, loss)`` sees
+    every step's loss (e.g. a tracker); ``measure()``, the anytime metric, runs at
+    ``plan.checkpoints`` log-spaced fractions of the budget with the clock stopped.
 
-    Divergence: a non-finite loss (objectives whose registry entry says
-    ``reports_loss=False``, such as tail-adaptive, record NaN instead) or non-finite
-    parameters, checked every ``PARAMETER_CHECK_EVERY`` steps and at the end.
+    Model evaluations are counted by :class:`~pyro_elbo_lab.engine.CountedModel`; a
+    compiled step, which replays a traced pass without calling the model, costs what
+    the last eager step cost. Divergence: a non-finite loss (objectives whose registry
+    entry says ``reports_loss=False``, such as tail-adaptive, record NaN instead) or
+    non-finite parameters, checked every ``PARAMETER_CHECK_EVERY`` steps and at the end.
     """
-    svi = _svi(components)
+    counted = CountedModel(components.model)
+    svi = _svi(components, counted)
     reports_loss = getattr(components.objective, "reports_loss", True)
+    rule = (
+        RelativeChangeRule(plan.convergence)
+        if plan.convergence.tol_rel_obj is not None and reports_loss
+        else None
+    )
+    checkpoints = checkpoint_fractions(plan.checkpoints) if measure is not None else []
     data = components.model.train_data
     result = FitResult()
+    spent = Spending()
+    evals_per_step = 0
     show = progress_bar and interactive()
-    start = time.perf_counter()
-    first_step_done = start
-    with tqdm(total=steps, disable=not show, desc=label, leave=False) as bar:
-        for step in range(steps):
+    with tqdm(total=100, disable=not show, desc=label, leave=False) as bar:
+        while True:
+            start = time.perf_counter()
+            before = counted.count
             step_value = svi.step(data)
             loss = scalar_loss(step_value) if reports_loss else math.nan
+            if counted.count > before:
+                evals_per_step = counted.count - before
+            spent.steps += 1
+            spent.model_evals += evals_per_step
+            finite = math.isfinite(loss) if reports_loss else True
+            if finite and spent.steps % PARAMETER_CHECK_EVERY == 1:
+                finite = _parameters_finite()
+            elapsed = time.perf_counter() - start
+            spent.seconds += elapsed
+            if spent.steps > 1:
+                result.steady_time_s += elapsed
             result.losses.append(loss)
             if on_step is not None:
-                on_step(step, loss)
-            if step == 0:
-                first_step_done = time.perf_counter()
-            finite = math.isfinite(loss) if reports_loss else True
-            if finite and (step % PARAMETER_CHECK_EVERY == 0 or step == steps - 1):
-                finite = _parameters_finite()
+                on_step(spent.steps - 1, loss)
             if not finite:
-                result.diverged = True
                 break
-            if show and step % 25 == 0:
+            if rule is not None:
+                result.convergence_message = rule.update(loss)
+            result.stopped_by = spent.exhausted_limit(plan.budget, plan.steps) or (
+                "converged" if result.convergence_message else ""
+            )
+            fraction = spent.fraction_of(plan.budget, plan.steps)
+            if checkpoints and (fraction >= checkpoints[0] or result.stopped_by):
+                # one measurement for every checkpoint this step passed; the last at the stop
+                checkpoints = [] if result.stopped_by else [f for f in checkpoints if f > fraction]
+                _record_checkpoint(result, spent, measure)
+            if show:
+                bar.n = min(100, int(100 * fraction))
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-            bar.update()
-    end = time.perf_counter()
-    result.wall_time_s = end - start
-    result.steady_time_s = end - first_step_done
+                bar.refresh()
+            if result.stopped_by:
+                break
+    if result.stopped_by == "" or not _parameters_finite():
+        result.diverged, result.stopped_by = True, "diverged"
+    result.wall_time_s = spent.seconds
+    result.model_evals = spent.model_evals
     return result
+
+
+def _record_checkpoint(
+    result: FitResult, spent: Spending, measure: Callable[[], dict[str, Any]]
+) -> None:
+    start = time.perf_counter()
+    metrics = measure()
+    result.checkpoint_time_s += time.perf_counter() - start
+    result.checkpoints.append(
+        {"step": spent.steps, "model_evals": spent.model_evals, "seconds": spent.seconds, **metrics}
+    )

@@ -1,5 +1,5 @@
 """Figures: the sweep report's (loss curves per configuration, final metrics with error
-bars) and a run's (the fitted mixture of a GMM run)."""
+bars, anytime curves) and a run's (the fitted mixture of a GMM run)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from pyro_elbo_lab.lab.report import Row
+    from pyro_elbo_lab.lab.rows import Row
 
 
 def plot_loss_curves(rows: Sequence[Row], path: Path) -> None:
@@ -84,6 +84,48 @@ def plot_metrics(rows: Sequence[Row], metrics: Sequence[tuple[str, str, str]], p
     axes[0][0].set_yticks(positions, [row.label() for row in rows], fontsize="small")
     axes[0][0].invert_yaxis()
     figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+ANYTIME_AXES = (("step", "steps"), ("model_evals", "model evaluations"), ("seconds", "fit seconds"))
+
+
+def plot_anytime(rows: Sequence[Row], path: Path) -> None:
+    """The anytime metric against steps, model evaluations and fit seconds, one line
+    per row: the median over seeds at each checkpoint, the band from min to max.
+
+    Checkpoints sit at the same fractions of every run's budget, so a row's seeds are
+    aligned by checkpoint index; the x position is their median.
+    """
+    curves = {}
+    for row in rows:
+        runs = [r["fit"]["checkpoints"] for r in row.ok() if r["fit"].get("checkpoints")]
+        if runs:
+            curves[row.label()] = runs
+    if not curves:
+        return
+    metrics = [k for k in ("kl_to_posterior", "iwae", "posterior_mean_error")
+               if any(k in c[0] for runs in curves.values() for c in runs)]  # fmt: skip
+    figure, axes = plt.subplots(
+        len(metrics), 3, figsize=(16, 4 * len(metrics)), squeeze=False, constrained_layout=True
+    )
+    for metric_axes, metric in zip(axes, metrics, strict=True):
+        for axis, (x_key, x_title) in zip(metric_axes, ANYTIME_AXES, strict=True):
+            for index, (label, runs) in enumerate(curves.items()):
+                length = min(len(run) for run in runs)
+                x = np.median([[p[x_key] for p in run[:length]] for run in runs], axis=0)
+                y = np.array([[p.get(metric, np.nan) for p in run[:length]] for run in runs])
+                colour = f"C{index % 10}"
+                axis.plot(x, np.median(y, axis=0), marker=".", color=colour, label=label)
+                axis.fill_between(x, y.min(axis=0), y.max(axis=0), color=colour, alpha=0.15)
+            axis.set_xscale("log")
+            if metric != "iwae":  # KL estimates can dip below zero by Monte Carlo error
+                axis.set_yscale("symlog", linthresh=1e-3)
+            axis.set_xlabel(x_title)
+            axis.set_ylabel(metric)
+            axis.grid(alpha=0.3)
+        metric_axes[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    figure.savefig(path, dpi=110)
     plt.close(figure)
 
 

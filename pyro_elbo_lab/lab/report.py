@@ -1,7 +1,10 @@
-"""Sweep report: aggregate run records into a comparison against the ``trace`` baseline.
+"""Sweep report: the runs' records as verdicts against the ``trace`` baseline.
 
 Works from the records on disk alone, so it also serves sweeps that crashed, ran on
-several machines, or were launched in pieces: ``elbo-lab-report DIR``.
+several machines, or were launched in pieces: ``elbo-lab-report DIR``. The headline
+is one metric (the best truth the model has, :data:`HEADLINE_METRICS`), compared
+seed-paired (:mod:`pyro_elbo_lab.lab.paired`) at the sweep's budget; every other
+metric goes to the details section and the CSV files.
 """
 
 from __future__ import annotations
@@ -10,119 +13,18 @@ import argparse
 import csv
 import math
 import statistics
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyro_elbo_lab.lab.plots import plot_loss_curves, plot_metrics
-from pyro_elbo_lab.lab.record import read_records
-
-REFERENCE_OBJECTIVE = "trace"
-#: (metric key in the record, column title, where it lives in the record)
-METRICS: tuple[tuple[str, str, str], ...] = (
-    ("elbo", "ELBO", "metrics"),
-    ("iwae", "IWAE-K", "metrics"),
-    ("elbo_gap", "ELBO − log p(x)", "metrics"),
-    ("cubo_gap", "CUBO − log p(x)", "metrics"),
-    ("kl_to_posterior", "KL(q‖p)", "metrics"),
-    ("psis_khat", "PSIS k̂", "metrics"),
-    ("heldout_loglik", "held-out LL/pt", "metrics"),
-    ("posterior_mean_error", "max mean error (sd)", "metrics"),
-    ("posterior_sd_error", "max sd error", "metrics"),
-    ("posterior_mean_error_resampled", "resampled: max mean error (sd)", "metrics"),
-    ("posterior_sd_error_resampled", "resampled: max sd error", "metrics"),
-    ("final_loss", "final loss", "fit"),
-    ("steps_per_second", "steps/s", "fit"),
-)
-IGNORED_KEYS = ("seed", "progress_bar", "num_threads")
-
-
-NAME_KEYS = ("objective.name", "guide.name", "model.name")
-
-
-@dataclass
-class Row:
-    """One configuration: its varying settings and the records of its seeds.
-
-    ``distinct`` holds its values of the settings that vary across the sweep (component
-    names aside, and leaving out settings it does not have); they label it.
-    """
-
-    settings: dict[str, Any]
-    records: list[dict[str, Any]] = field(default_factory=list)
-    distinct: dict[str, Any] = field(default_factory=dict)
-
-    def label(self, names: Sequence[str] = NAME_KEYS) -> str:
-        """``objective/guide/model (key=value, ...)`` with only the given name keys."""
-        text = "/".join(str(self.settings[key]) for key in names)
-        if self.distinct:
-            text += " (" + ", ".join(f"{k}={v}" for k, v in self.distinct.items()) + ")"
-        return text
-
-    @property
-    def objective(self) -> Any:
-        return self.records[0]["components"]["objective"]
-
-    def ok(self) -> list[dict[str, Any]]:
-        return [record for record in self.records if record["status"] == "ok"]
-
-    def values(self, key: str, section: str) -> dict[Any, float]:
-        """Metric ``key`` by seed over the runs that finished."""
-        values = {}
-        for record in self.ok():
-            value = record.get(section, {}).get(key)
-            if isinstance(value, int | float) and math.isfinite(value):
-                values[record["seed"]] = float(value)
-        return values
-
-
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = repr(value) if isinstance(value, list) else value
-    return flat
-
-
-def group_records(records: Sequence[dict[str, Any]]) -> tuple[list[Row], list[str]]:
-    """Rows keyed by every setting that varies across the sweep (seed aside)."""
-    flats = [
-        {k: v for k, v in _flatten(r["config"]).items() if k.split(".")[0] not in IGNORED_KEYS}
-        for r in records
-    ]
-    keys = sorted({key for flat in flats for key in flat})
-    varying = list(NAME_KEYS) + [
-        k for k in keys if k not in NAME_KEYS and len({repr(flat.get(k)) for flat in flats}) > 1
-    ]
-    rows: dict[tuple, Row] = {}
-    for record, flat in zip(records, flats, strict=True):
-        settings = {key: flat.get(key) for key in varying}
-        key = tuple(repr(settings[k]) for k in varying)
-        rows.setdefault(key, Row(settings)).records.append(record)
-    for row in rows.values():
-        row.distinct = {
-            key.split(".", 1)[1] if key.startswith("objective.") else key: value
-            for key, value in row.settings.items()
-            if key not in NAME_KEYS and value is not None
-        }
-    return list(rows.values()), varying
-
-
-def _reference(row: Row, rows: list[Row]) -> Row | None:
-    """The ``trace`` row that differs from ``row`` only in objective settings."""
-
-    def context(r: Row) -> dict[str, Any]:
-        return {k: v for k, v in r.settings.items() if not k.startswith("objective.")}
-
-    candidates = [
-        r for r in rows if r.objective == REFERENCE_OBJECTIVE and context(r) == context(row)
-    ]
-    candidates.sort(key=lambda r: r.settings.get("objective.num_particles") or 0)
-    return candidates[0] if candidates else None
+from pyro_elbo_lab.lab.metrics import BY_KEY, METRICS, Metric, headline_metric
+from pyro_elbo_lab.lab.paired import PairedDifference, holm, paired_difference, verdict
+from pyro_elbo_lab.lab.plots import plot_anytime, plot_loss_curves, plot_metrics
+from pyro_elbo_lab.lab.record import flatten, read_records
+from pyro_elbo_lab.lab.resume import latest_records
+from pyro_elbo_lab.lab.rows import REFERENCE_OBJECTIVE, Row, group_records, reference_row
 
 
 def _mean_se(values: Sequence[float]) -> tuple[float, float]:
@@ -133,50 +35,6 @@ def _mean_se(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
 
 
-def _difference(row: dict[Any, float], reference: dict[Any, float]) -> tuple[float, float]:
-    """Mean ± s.e. of the seed-paired difference (unpaired if no seeds are shared)."""
-    shared = sorted(set(row) & set(reference), key=str)
-    if shared:
-        return _mean_se([row[seed] - reference[seed] for seed in shared])
-    mean_row, se_row = _mean_se(list(row.values()))
-    mean_ref, se_ref = _mean_se(list(reference.values()))
-    return mean_row - mean_ref, math.hypot(se_row, se_ref)
-
-
-def comparison_table(
-    records: Sequence[dict[str, Any]],
-) -> tuple[list[str], list[list[Any]], list[Row]]:
-    """Header, lines and their rows: settings, run counts, each metric and its Δ to ``trace``.
-
-    Metric cells are ``(mean, standard error)`` pairs; the speed column is a ratio. The
-    ``trace`` rows come first.
-    """
-    rows, varying = group_records(records)
-    rows.sort(key=lambda r: (r.objective != REFERENCE_OBJECTIVE, r.label()))
-    present = [m for m in METRICS if any(r.values(m[0], m[2]) for r in rows)]
-    header = [*varying, "runs ok/diverged/failed"]
-    for key, title, _ in present:
-        header += [title, "× trace" if key == "steps_per_second" else f"Δ {title}"]
-    table = []
-    for row in rows:
-        counts = [sum(r["status"] == s for r in row.records) for s in ("ok", "diverged", "failed")]
-        line: list[Any] = [row.settings[k] for k in varying]
-        line.append("/".join(map(str, counts)))
-        reference = _reference(row, rows)
-        for key, _, section in present:
-            values = row.values(key, section)
-            line.append(_mean_se(list(values.values())))
-            reference_values = reference.values(key, section) if reference else {}
-            if not reference_values or not values:
-                line.append(math.nan)
-            elif key == "steps_per_second":
-                line.append(line[-1][0] / _mean_se(list(reference_values.values()))[0])
-            else:
-                line.append(_difference(values, reference_values))
-        table.append(line)
-    return header, table, rows
-
-
 def _cell(value: Any) -> str:
     if isinstance(value, tuple):
         mean, se = value
@@ -185,41 +43,264 @@ def _cell(value: Any) -> str:
         return f"{mean:.4g} ± {se:.2g}" if not math.isnan(se) else f"{mean:.4g}"
     if isinstance(value, float):
         return "–" if math.isnan(value) else f"{value:.3g}"
-    if value is None:
-        return "–"
-    return str(value)
+    return "–" if value is None else str(value)
 
 
-def to_markdown(header: list[str], table: list[list[Any]], rows: Sequence[Row]) -> str:
-    """The table with the setting columns folded into one ``settings`` column."""
-    first_metric = header.index("runs ok/diverged/failed")
-    compact_header = ["objective", "guide", "model", "settings", *header[first_metric:]]
-    lines = ["| " + " | ".join(compact_header) + " |", "|" + "---|" * len(compact_header)]
-    for row, line in zip(rows, table, strict=True):
-        settings = ", ".join(f"{k}={v}" for k, v in row.distinct.items()) or "–"
-        names = [str(row.settings[key]) for key in NAME_KEYS]
-        cells = [*names, settings, *(_cell(v) for v in line[first_metric:])]
+@dataclass
+class Comparison:
+    """The sweep's rows, its headline metric and each row's paired difference to trace."""
+
+    rows: list[Row]
+    varying: list[str]
+    metric: Metric
+    to_reference: list[PairedDifference | None]
+
+    @classmethod
+    def of(cls, records: Sequence[dict[str, Any]], metric: str | None = None) -> Comparison:
+        rows, varying = group_records(records)
+        chosen = BY_KEY[metric] if metric else headline_metric(rows)
+        differences = []
+        for row in rows:
+            reference = reference_row(row, rows)
+            differences.append(
+                None
+                if reference is None or reference is row
+                else paired_difference(
+                    row.values(chosen.key, chosen.section),
+                    reference.values(chosen.key, chosen.section),
+                )
+            )
+        return cls(rows, varying, chosen, holm(differences))
+
+    def best(self) -> Row | None:
+        """The row with the best mean headline metric."""
+        scored = [
+            (statistics.fmean(values.values()), row)
+            for row in self.rows
+            if (values := row.values(self.metric.key, self.metric.section))
+        ]
+        if not scored:
+            return None
+        sign = 1 if self.metric.lower_is_better else -1
+        return min(scored, key=lambda item: sign * item[0])[1]
+
+    def verdict_line(self) -> str:
+        """The best row against every other row, Holm-corrected over those pairs."""
+        best = self.best()
+        if best is None:
+            return f"No run finished with {self.metric.title}: no verdict."
+        key, section = self.metric.key, self.metric.section
+        others = [row for row in self.rows if row is not best and row.values(key, section)]
+        ours = best.values(key, section)
+        pairs = holm([paired_difference(ours, row.values(key, section)) for row in others])
+        mean = statistics.fmean(best.values(key, section).values())
+        lines = [f"**Verdict.** Best mean {self.metric.title}: `{best.label()}` ({mean:.4g})."]
+        lines += [
+            "- " + verdict(f"`{best.label()}`", f"`{row.label()}`", self.metric.title, pair,
+                           self.metric.lower_is_better)
+            for row, pair in zip(others, pairs, strict=True)
+        ]  # fmt: skip
+        return "\n".join(lines)
+
+    def headline(self) -> str:
+        """At most 8 columns, one row per configuration, the verdict first."""
+        title = self.metric.title
+        header = [
+            "verdict vs trace", "configuration", "runs ok/div/fail", f"{title}",
+            f"Δ {title} vs trace [95% CI]", "p (Holm)", "model evals", "stopped by",
+        ]  # fmt: skip
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row, difference in zip(self.rows, self.to_reference, strict=True):
+            values = list(row.values(self.metric.key, self.metric.section).values())
+            evals = list(row.values("model_evals", "fit").values())
+            cells = [
+                self._row_verdict(row, difference),
+                f"`{row.label()}`",
+                row.counts(),
+                _cell(_mean_se(values)),
+                difference.interval(3) if difference else "–",
+                f"{difference.p_adjusted:.2g}" if difference else "–",
+                f"{statistics.median(evals):.0f}" if evals else "–",
+                _stopped_by(row),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def _row_verdict(self, row: Row, difference: PairedDifference | None) -> str:
+        if row.objective == REFERENCE_OBJECTIVE and reference_row(row, self.rows) is row:
+            return "reference"
+        if difference is None:
+            return "not compared"
+        if not difference.detected:
+            return "no difference detected"
+        better = (difference.mean < 0) == self.metric.lower_is_better
+        return "**beats trace**" if better else "trails trace"
+
+    def details(self) -> tuple[list[str], list[list[Any]]]:
+        """The wide table: settings, runs, and every metric with its paired Δ to trace."""
+        present = [m for m in METRICS if any(r.values(m.key, m.section) for r in self.rows)]
+        header = [*self.varying, "runs ok/diverged/failed"]
+        for metric in present:
+            header += [metric.title, f"Δ {metric.title}"]
+        table = []
+        for row in self.rows:
+            line: list[Any] = [row.settings[k] for k in self.varying] + [row.counts()]
+            reference = reference_row(row, self.rows)
+            for metric in present:
+                values = row.values(metric.key, metric.section)
+                line.append(_mean_se(list(values.values())))
+                difference = (
+                    paired_difference(values, reference.values(metric.key, metric.section))
+                    if reference is not None and reference is not row
+                    else None
+                )
+                line.append((difference.mean, difference.ci_low, difference.ci_high)
+                            if difference else math.nan)  # fmt: skip
+            table.append(line)
+        return header, table
+
+
+def _stopped_by(row: Row) -> str:
+    reasons = Counter(
+        (record.get("fit") or {}).get("stopped_by") or record["status"] for record in row.records
+    )
+    return ", ".join(f"{reason} ×{count}" for reason, count in sorted(reasons.items()))
+
+
+def _detail_cell(value: Any) -> str:
+    if isinstance(value, tuple) and len(value) == 3:
+        return f"{value[0]:+.3g} [{value[1]:+.3g}, {value[2]:+.3g}]"
+    return _cell(value)
+
+
+def details_markdown(comparison: Comparison) -> str:
+    header, table = comparison.details()
+    first = header.index("runs ok/diverged/failed")
+    compact = ["configuration", *header[first:]]
+    lines = ["| " + " | ".join(compact) + " |", "|" + "---|" * len(compact)]
+    for row, line in zip(comparison.rows, table, strict=True):
+        cells = [f"`{row.label()}`", *(_detail_cell(v) for v in line[first:])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_csv(header: list[str], table: list[list[Any]], path: Path) -> None:
-    """Machine-readable table: each (mean, se) column becomes a column and an ``se`` column."""
-    paired = [any(isinstance(line[i], tuple) for line in table) for i in range(len(header))]
-    csv_header: list[str] = []
-    for title, is_pair in zip(header, paired, strict=True):
-        csv_header += [title, f"{title} se"] if is_pair else [title]
+def evidence_split(comparison: Comparison) -> str | None:
+    """Where the evidence is exact: log p(x) = ELBO + KL(q‖p), and KL split into the guide
+    family's floor (the KL that ``trace`` with the same guide reaches: Trace_ELBO
+    minimises KL(q‖p) over the family) and the objective's excess over it."""
+    rows = [row for row in comparison.rows if row.values("exact_log_evidence", "metrics")]
+    if not rows:
+        return None
+    lines = [
+        "| configuration | log p(x) | ELBO | KL(q‖p) | guide floor (trace's KL) "
+        "| objective's excess |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        kl = row.values("kl_to_posterior", "metrics")
+        reference = reference_row(row, comparison.rows)
+        floor = reference.values("kl_to_posterior", "metrics") if reference else {}
+        excess = {seed: kl[seed] - floor[seed] for seed in kl if seed in floor}
+        cells = [
+            _cell(_mean_se(list(row.values(key, "metrics").values())))
+            for key in ("exact_log_evidence", "elbo")
+        ]
+        cells += [_cell(_mean_se(list(values.values()))) for values in (kl, floor, excess)]
+        lines.append(f"| `{row.label()}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def budget_title(records: Sequence[dict[str, Any]]) -> str:
+    """``equal model_evals budget (20000)`` or, when runs differ, what they were."""
+    budgets = {
+        (b.get("kind", "steps"), b.get(b.get("kind", "steps")) or r["config"].get("steps"))
+        for r in records
+        if (b := r["config"].get("budget") or {"kind": "steps"}) is not None
+    }
+    if len(budgets) == 1:
+        kind, amount = budgets.pop()
+        return f"at an equal {kind} budget ({amount})"
+    return "at UNEQUAL budgets (" + ", ".join(f"{k}={a}" for k, a in sorted(budgets, key=str)) + ")"
+
+
+def tuning_header(records: Sequence[dict[str, Any]]) -> str:
+    tunings = [r.get("tuning") for r in records]
+    if not any(tunings):
+        return (
+            "**Untuned**: every configuration runs with the optimiser settings of its config "
+            "(no step size was tuned per method)."
+        )
+    if not all(tunings):
+        return "**Partly tuned**: some runs carry tuned values and some do not; compare with care."
+    first = tunings[0]
+    keys = ", ".join(sorted(first["values"]))
+    return (
+        f"**Tuned** per configuration by Optuna ({first['sampler']}, {first['trials']} trials × "
+        f"{len(first['seeds'])} validation seeds {first['seeds']}, metric {first['metric']} on "
+        f"those seeds): {keys}. Reported runs use fresh seeds."
+    )
+
+
+def tuning_table(comparison: Comparison) -> str | None:
+    lines = []
+    for row in comparison.rows:
+        tuning = next((r["tuning"] for r in row.records if r.get("tuning")), None)
+        if tuning:
+            chosen = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in tuning["values"].items())  # fmt: skip
+            lines.append(
+                f"| `{row.label()}` | {chosen} | {tuning['best_value']:.4g} | "
+                f"{tuning['model_evals']} | {tuning['seconds']:.1f} |"
+            )
+    if not lines:
+        return None
+    return "\n".join([
+        "| configuration | chosen | validation metric | tuning model evals | tuning seconds |",
+        "|---|---|---|---|---|", *lines,
+    ])  # fmt: skip
+
+
+def write_csv(comparison: Comparison, path: Path) -> None:
+    """The wide table, each (mean, se) cell as two columns and each Δ as three."""
+    header, table = comparison.details()
+    widths = [max((len(v) if isinstance(v, tuple) else 1) for v in column)
+              for column in zip(*table, strict=True)] if table else []  # fmt: skip
+    suffixes = {1: [""], 2: ["", " se"], 3: ["", " ci_low", " ci_high"]}
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(csv_header)
+        writer.writerow(
+            [f"{title}{s}" for title, w in zip(header, widths, strict=True) for s in suffixes[w]]
+        )
         for line in table:
             cells: list[Any] = []
-            for value, is_pair in zip(line, paired, strict=True):
-                if is_pair:
-                    cells += list(value) if isinstance(value, tuple) else [value, math.nan]
-                else:
+            for value, width in zip(line, widths, strict=True):
+                if width == 1:
                     cells.append(value)
+                else:
+                    cells += list(value) if isinstance(value, tuple) else [value] * width
             writer.writerow(cells)
+
+
+def write_runs_csv(records: Sequence[dict[str, Any]], path: Path) -> None:
+    """One line per run: status, seed, its config hash and every scalar metric and fit figure."""
+    lines = []
+    for record in records:
+        line = {
+            "path": record.get("path"), "status": record["status"], "seed": record["seed"],
+            "config_hash": record.get("config_hash"), **record["components"],
+        }  # fmt: skip
+        for section in ("metrics", "fit"):
+            line.update(
+                (f"{section}.{k}", v)
+                for k, v in flatten(record.get(section) or {})
+                if isinstance(v, int | float | str | None) and not isinstance(v, bool)
+            )
+        lines.append(line)
+    columns = list(dict.fromkeys(key for line in lines for key in line))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(lines)
 
 
 def failures(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -230,36 +311,60 @@ def failures(records: Sequence[dict[str, Any]]) -> list[str]:
     ]
 
 
-def build_report(sweep_dir: str | Path, print_table: bool = True) -> str:
-    """Write ``comparison.{csv,md}`` and plots into ``sweep_dir``; return the Markdown."""
+def build_report(sweep_dir: str | Path, print_table: bool = True, metric: str | None = None) -> str:
+    """Write ``comparison.{md,csv}``, ``runs.csv`` and plots into ``sweep_dir``; return the
+    Markdown. ``metric`` overrides the headline metric (a key of :data:`METRICS`)."""
     sweep_dir = Path(sweep_dir)
-    records = list(read_records(sweep_dir))
+    records = latest_records(read_records(sweep_dir))
     if not records:
         raise FileNotFoundError(f"no run records (record.json) under {sweep_dir}")
-    header, table, rows = comparison_table(records)
-    markdown = "\n".join(
-        [
-            f"# Comparison against `{REFERENCE_OBJECTIVE}` ({len(records)} runs)",
-            "",
-            "Mean ± standard error over seeds; Δ is the seed-paired difference to the "
-            f"`{REFERENCE_OBJECTIVE}` row with the same model, guide and optimiser.",
-            "",
-            to_markdown(header, table, rows),
-        ]
-    )
+    comparison = Comparison.of(records, metric)
+    sections = [
+        f"# {comparison.metric.title} against `{REFERENCE_OBJECTIVE}`, "
+        f"{budget_title(records)} ({len(records)} runs)",
+        "",
+        tuning_header(records),
+        "",
+        comparison.verdict_line(),
+        "",
+        comparison.headline(),
+        "",
+        "Δ: seed-paired difference to the `trace` row with the same model and guide, 95% "
+        "bootstrap interval; p: paired t-test, Holm-corrected over the table. A verdict needs "
+        'both; "no difference detected" says the seeds cannot tell, not that the two are equal.',
+        "",
+        "## Details",
+        "",
+        "Mean ± standard error over seeds; Δ with its 95% bootstrap interval.",
+        "",
+        details_markdown(comparison),
+    ]
+    for title, body in (
+        ("Evidence split: log p(x) = ELBO + KL(q‖p)", evidence_split(comparison)),
+        ("Tuned values", tuning_table(comparison)),
+    ):
+        if body:
+            sections += ["", f"## {title}", "", body]
     if any("psis_khat" in r.get("metrics", {}) for r in records):
-        markdown += (
-            "\n\nPSIS k̂ > 0.7 says importance sampling with the guide is unreliable; a small "
+        sections += ["", (
+            "PSIS k̂ > 0.7 says importance sampling with the guide is unreliable; a small "
             "k̂ does not prove the guide covers the posterior: a mode the guide never samples "
             "leaves no trace in its weights."
-        )
+        )]  # fmt: skip
     failed = failures(records)
     if failed:
-        markdown += "\n\n## Runs that did not finish\n" + "\n".join(failed)
+        sections += ["", "## Runs that did not finish", *failed]
+    markdown = "\n".join(sections)
     (sweep_dir / "comparison.md").write_text(markdown + "\n")
-    write_csv(header, table, sweep_dir / "comparison.csv")
-    plot_loss_curves(rows, sweep_dir / "loss_curves.png")
-    plot_metrics(rows, [m for m in METRICS if m[0] != "final_loss"], sweep_dir / "metrics.png")
+    write_csv(comparison, sweep_dir / "comparison.csv")
+    write_runs_csv(records, sweep_dir / "runs.csv")
+    plot_loss_curves(comparison.rows, sweep_dir / "loss_curves.png")
+    plot_metrics(
+        comparison.rows,
+        [(m.key, m.title, m.section) for m in METRICS if m.key != "final_loss"],
+        sweep_dir / "metrics.png",
+    )
+    plot_anytime(comparison.rows, sweep_dir / "anytime.png")
     if print_table:
         print(markdown)
     return markdown
@@ -271,8 +376,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "sweep_dir", type=Path, help="directory holding the runs' record.json files"
     )
+    parser.add_argument(
+        "--metric", choices=sorted(BY_KEY), help="the headline metric (default: the best truth)"
+    )
     arguments = parser.parse_args(argv)
     try:
-        build_report(arguments.sweep_dir)
+        build_report(arguments.sweep_dir, metric=arguments.metric)
     except FileNotFoundError as error:
         parser.exit(2, f"elbo-lab-report: {error}\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import traceback
 from pathlib import Path
@@ -13,25 +14,37 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pyro_elbo_lab.errors import ConfigError, require_positive_int
-from pyro_elbo_lab.evaluation import evaluate_guide
+from pyro_elbo_lab.evaluation import EvaluationSettings, evaluate_guide
+from pyro_elbo_lab.evaluation.checkpoints import CheckpointProbe, CheckpointSettings
+from pyro_elbo_lab.lab.budget import BudgetSettings
 from pyro_elbo_lab.lab.components import Components, build_components
-from pyro_elbo_lab.lab.config import evaluation_settings
-from pyro_elbo_lab.lab.fit import FitResult, fit
+from pyro_elbo_lab.lab.config import settings
+from pyro_elbo_lab.lab.convergence import ConvergenceSettings
+from pyro_elbo_lab.lab.fit import FitPlan, FitResult, fit
 from pyro_elbo_lab.lab.posterior_file import write_posterior_files, xarray_module
 from pyro_elbo_lab.lab.predictions import write_predictions
-from pyro_elbo_lab.lab.record import SCHEMA_VERSION, git_commit, package_versions, write_record
-from pyro_elbo_lab.lab.trackers import Tracker, build_tracker, flatten
+from pyro_elbo_lab.lab.record import (
+    SCHEMA_VERSION,
+    flatten,
+    git_commit,
+    package_versions,
+    write_record,
+)
+from pyro_elbo_lab.lab.resume import config_hash
+from pyro_elbo_lab.lab.trackers import Tracker, build_tracker
+from pyro_elbo_lab.lab.tuning import TuneSettings
 
 
 def validate(config: DictConfig) -> None:
     """Top-level values out of range fail before anything is built."""
-    require_positive_int("steps", config.steps)
     require_positive_int("loss_history_points", config.loss_history_points)
     if config.num_threads is not None:
         require_positive_int("num_threads", config.num_threads)
     if not (isinstance(config.seed, int) and 0 <= config.seed < 2**32):
         raise ConfigError(f"seed must be an integer in [0, 2**32), got {config.seed!r}")
-    evaluation_settings(config.evaluation)
+    fit_plan(config)
+    settings(config.evaluation, EvaluationSettings)
+    settings(config.tuning, TuneSettings)
     require_positive_int("posterior_draws", config.posterior_draws, minimum=0)
     if config.posterior_draws:
         xarray_module()
@@ -62,13 +75,17 @@ def run(
             group: (config.get(group) or {}).get("name")
             for group in ("model", "guide", "objective", "optim")
         },
+        "role": "tuning" if config.tuning.trial else "reported",
         "versions": package_versions(),
         "git_commit": git_commit(),
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
+    record["config_hash"] = config_hash(record["config"])
     tracker = Tracker()
     try:
         validate(config)
+        if config.tuning.result:
+            record["tuning"] = json.loads(Path(config.tuning.result).read_text())
         tracker = build_tracker(
             record["config"].get("tracker") or {},
             _sweep_dir(sweep_dir, output_dir),
@@ -80,12 +97,19 @@ def run(
         components = build_components(config)
         record["device"] = str(components.device)
         record["torch_threads"] = torch.get_num_threads()
+        plan = fit_plan(config)
+        probe = (
+            CheckpointProbe(components.model, settings(config.checkpoints, CheckpointSettings))
+            if plan.checkpoints
+            else None
+        )
         result = fit(
             components,
-            config.steps,
+            plan,
             config.progress_bar,
             label=_label(record),
             on_step=tracker.log_loss,
+            measure=(lambda: probe(_evaluation_guide(components))) if probe else None,
         )
         record["fit"] = _fit_summary(result, config)
         if result.diverged:
@@ -101,7 +125,7 @@ def run(
                 record["metrics"] = evaluate_guide(
                     components.model,
                     evaluation_guide,
-                    evaluation_settings(config.evaluation),
+                    settings(config.evaluation, EvaluationSettings),
                     objective=components.objective,
                 )
             record["metrics"]["bounds_valid"] = not components.guide_entry.trait("point_estimate")
@@ -158,14 +182,31 @@ def _label(record: dict[str, Any]) -> str:
     return f"{parts['objective']}/{parts['guide']}/{parts['model']} seed={record['seed']}"
 
 
+def fit_plan(config: DictConfig) -> FitPlan:
+    """The run's step cap, budget, stopping rule and checkpoint count, checked."""
+    require_positive_int("steps", config.steps)
+    return FitPlan(
+        steps=config.steps,
+        budget=settings(config.budget, BudgetSettings),
+        convergence=settings(config.convergence, ConvergenceSettings),
+        checkpoints=settings(config.checkpoints, CheckpointSettings).count,
+    )
+
+
 def _fit_summary(result: FitResult, config: DictConfig) -> dict[str, Any]:
     return {
         "steps_requested": config.steps,
+        "budget": OmegaConf.to_container(config.budget, resolve=True),
+        "stopped_by": result.stopped_by,
+        "convergence": result.convergence_message,
         "steps_completed": result.steps_completed,
+        "model_evals": result.model_evals,
         "wall_time_s": result.wall_time_s,
+        "checkpoint_time_s": result.checkpoint_time_s,
         "steps_per_second": result.steps_per_second,
         "final_loss": result.final_loss(),
         "loss_history": result.history(config.loss_history_points),
+        "checkpoints": result.checkpoints,
     }
 
 

@@ -11,26 +11,17 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pyro_elbo_lab.errors import ConfigError, first_line, require, require_positive_int
+from pyro_elbo_lab.lab.record import flatten
 
 INSTALL = {
     "mlflow": "pip install 'pyro-elbo-lab[mlflow]'",
     "tensorboard": "pip install 'pyro-elbo-lab[tensorboard]'",
 }
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """``(dotted.key, leaf)`` for every leaf of a nested mapping."""
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            yield from flatten(value, f"{name}.")
-        else:
-            yield name, value
 
 
 def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -1,0 +1,98 @@
+"""The anytime metric: one cheap, common measurement of a guide at checkpoints of a fit.
+
+Every run of a comparison records the same metric at the same fractions of its budget,
+so curves of different objectives share their axis (steps, seconds, model
+evaluations). The metric is the best truth the model has: ``kl_to_posterior`` =
+log p(x) − ELBO where the evidence is exact, else the ``iwae`` bound with many
+particles (Burda et al. 2016: a tight lower bound on log p(x)); and
+``posterior_mean_error`` against a fixed set of exact or reference posterior draws
+where the model has them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from pyro.util import get_rng_state, set_rng_state
+
+from pyro_elbo_lab.errors import require_positive_int
+from pyro_elbo_lab.evaluation.bounds import estimate_elbo, estimate_iwae
+from pyro_elbo_lab.evaluation.posterior_error import (
+    guide_draws,
+    reference_draws,
+    standardized_errors,
+)
+from pyro_elbo_lab.models.base import LatentVariableModel
+
+
+@dataclass
+class CheckpointSettings:
+    """The ``checkpoints`` node of the lab's config; ``count: 0`` records no curve.
+
+    ``count`` checkpoints, log-spaced from 1% of the budget to its end (the last is
+    always the end of the fit, whatever stopped it).
+    """
+
+    count: int = 0
+    elbo_particles: int = 500
+    iwae_particles: int = 1000
+    posterior_samples: int = 500
+    particle_batch: int = 1000
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            require_positive_int(f"checkpoints.{name}", value, minimum=0 if name == "count" else 1)
+
+
+class CheckpointProbe:
+    """Measures a guide with the anytime metric, leaving the fit's random stream alone.
+
+    The reference draws are drawn once, so the curve's noise is the guide's alone.
+    """
+
+    def __init__(self, model: LatentVariableModel, settings: CheckpointSettings) -> None:
+        self.model = model
+        self.settings = settings
+        self.log_evidence = model.exact_log_evidence()
+        state = get_rng_state()
+        self.reference = reference_draws(model, settings.posterior_samples)
+        set_rng_state(state)
+
+    def __call__(self, guide: Callable[..., Any]) -> dict[str, float]:
+        """The metric of ``guide`` now; Pyro's, torch's and numpy's RNGs are restored after."""
+        state = get_rng_state()
+        try:
+            with torch.no_grad(), self.model.without_subsampling():
+                return self._measure(guide)
+        finally:
+            set_rng_state(state)
+
+    def _measure(self, guide: Callable[..., Any]) -> dict[str, float]:
+        model, settings = self.model, self.settings
+        target, args = model.evaluation_model, (model.train_data,)
+        common = {
+            "max_plate_nesting": model.max_plate_nesting,
+            "particle_batch": settings.particle_batch,
+        }
+        metrics: dict[str, float] = {}
+        if self.log_evidence is not None:
+            elbo = estimate_elbo(
+                target, guide, args, num_particles=settings.elbo_particles, **common
+            )
+            metrics["kl_to_posterior"] = self.log_evidence - elbo.value
+        else:
+            iwae = estimate_iwae(
+                target, guide, args, num_particles=settings.iwae_particles, num_repeats=1, **common
+            )
+            metrics["iwae"] = iwae.value
+        if self.reference is not None:
+            draws = guide_draws(
+                target, guide, args, list(self.reference), settings.posterior_samples,
+                model.max_plate_nesting,
+            )  # fmt: skip
+            errors = standardized_errors(draws, self.reference)
+            metrics["posterior_mean_error"] = max(e["mean_error_max"] for e in errors.values())
+        return metrics
