@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pyro
 import pytest
 from pyro.infer import SVI, Trace_ELBO
@@ -72,7 +74,7 @@ def test_the_compiled_step_counts_its_particles_too(compose_config):
             "steps=50",
             "budget.kind=model_evals",
             "budget.model_evals=40",
-        )  # fmt: skip
+        )
     )
     assert record["status"] == "ok", record["message"]
     assert (record["fit"]["steps_completed"], record["fit"]["model_evals"]) == (10, 40)
@@ -87,7 +89,7 @@ def test_a_seconds_budget_stops_on_fitting_time(compose_config):
     record = run(
         compose_config(
             "model=normal_normal", "steps=1000000", "budget.kind=seconds", "budget.seconds=0.3"
-        )  # fmt: skip
+        )
     )
     assert record["fit"]["stopped_by"] == "seconds"
     assert record["fit"]["wall_time_s"] >= 0.3
@@ -128,7 +130,7 @@ def test_a_converging_run_stops_early_and_says_why(compose_config):
             "convergence.tol_rel_obj=0.001",
             "convergence.check_every=50",
             "optim.optim_args.lr=0.05",
-        )  # fmt: skip
+        )
     )
     fit = record["fit"]
     assert fit["stopped_by"] == "converged" and fit["steps_completed"] < 20000
@@ -138,7 +140,7 @@ def test_a_converging_run_stops_early_and_says_why(compose_config):
 def test_checkpoint_fractions_are_log_spaced_and_end_at_the_budget():
     fractions = checkpoint_fractions(5)
     assert fractions[0] == pytest.approx(0.01) and fractions[-1] == 1.0
-    ratios = [b / a for a, b in zip(fractions, fractions[1:], strict=False)]
+    ratios = [b / a for a, b in itertools.pairwise(fractions)]
     assert ratios == pytest.approx([ratios[0]] * 4)
 
 
@@ -152,8 +154,10 @@ def test_checkpoints_record_the_metric_without_touching_the_fit(compose_config):
     points = measured["fit"]["checkpoints"]
     assert [p["step"] for p in points] == sorted({p["step"] for p in points})
     assert points[-1]["step"] == 200 and len(points) <= 6
-    assert all({"kl_to_posterior", "posterior_mean_error", "model_evals", "seconds"} <= set(p)
-               for p in points)  # fmt: skip
+    assert all(
+        {"kl_to_posterior", "posterior_mean_error", "model_evals", "seconds"} <= set(p)
+        for p in points
+    )
     # the fit's clock leaves the checkpoint evaluations out
     assert points[-1]["seconds"] == measured["fit"]["wall_time_s"]
 
@@ -166,7 +170,7 @@ def test_a_run_that_converges_early_gets_a_last_checkpoint_at_its_stop(compose_c
             "convergence.tol_rel_obj=0.001",
             "convergence.check_every=50",
             "checkpoints.count=4",
-        )  # fmt: skip
+        )
     )
     fit = record["fit"]
     assert fit["stopped_by"] == "converged"

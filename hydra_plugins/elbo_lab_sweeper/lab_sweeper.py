@@ -139,13 +139,13 @@ class LabSweeper(BasicSweeper):
         job_config = self._job_config(configuration)
         params = {
             key: space
-            for key, space in tune.params.items()
+            for key, space in tune.spaces.items()
             if OmegaConf.select(job_config, key, default=None) is not None
         }
         directory.mkdir(parents=True, exist_ok=True)
         if not params:
             log.info(
-                "tuning %s: it has none of %s, nothing to tune", configuration, list(tune.params)
+                "tuning %s: it has none of %s, nothing to tune", configuration, list(tune.spaces)
             )
             (directory / TUNING_FILE).write_text(
                 json.dumps(tuning_summary(directory, tune, {}, float("nan")))

@@ -37,17 +37,19 @@ TUNING_FILE = "tuned.json"
 class TuneSettings:
     """The ``tuning`` node of the lab's config (``tune=true`` switches tuning on).
 
-    ``params`` maps a config key to an Optuna sweeper search space
-    (``tag(log, interval(1e-3, 0.3))``, ``choice(1, 4, 16)``, ``range(...)``); a key a
-    configuration does not have (``objective.alpha`` of a non-Rényi objective) is not
-    tuned there. ``trial`` and ``result`` are set by the sweeper, not by hand.
+    ``params`` lists ``KEY=SPACE``: a config key and an Optuna sweeper search space
+    (``tag(log, interval(1e-3, 0.3))``, ``choice(1, 4, 16)``, ``range(...)``), e.g.
+    ``tuning.params=['optim.optim_args.lr=tag(log, interval(0.001, 0.3))',
+    'objective.alpha=interval(0.1, 0.9)']``; a key a configuration does not have
+    (``objective.alpha`` of a non-Rényi objective) is not tuned there. ``trial`` and
+    ``result`` are set by the sweeper, not by hand.
     """
 
     trials: int = 8
     seeds: list[int] = field(default_factory=lambda: [1000, 1001])
     metric: str = "iwae"
-    params: dict[str, str] = field(
-        default_factory=lambda: {"optim.optim_args.lr": "tag(log, interval(0.001, 0.3))"}
+    params: list[str] = field(
+        default_factory=lambda: ["optim.optim_args.lr=tag(log, interval(0.001, 0.3))"]
     )
     sampler_seed: int = 0
     trial: bool = False
@@ -63,7 +65,16 @@ class TuneSettings:
             self.metric in BY_KEY,
             f"tuning.metric must be one of {', '.join(sorted(BY_KEY))}, got {self.metric!r}",
         )
-        require(bool(self.params), "tuning.params must name at least one key to tune, e.g. the lr")
+        require(
+            bool(self.params) and all("=" in entry for entry in self.params),
+            "tuning.params must list at least one KEY=SPACE to tune, e.g. "
+            f"'optim.optim_args.lr=tag(log, interval(0.001, 0.3))'; got {self.params!r}",
+        )
+
+    @property
+    def spaces(self) -> dict[str, str]:
+        """``params`` as ``{key: search space}``."""
+        return dict(entry.split("=", 1) for entry in self.params)
 
     @property
     def direction(self) -> str:
