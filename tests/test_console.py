@@ -24,7 +24,7 @@ def _sweep(params: dict, task: list[str]):
 
 
 def test_the_job_count_is_the_product_of_the_swept_values():
-    assert count_jobs(_sweep_config()) == 9 * 3  # the default sweep
+    assert count_jobs(_sweep_config()) == 4 * 8  # the main job: 4 objectives, 8 seeds
     assert count_jobs(_sweep_config("experiment=smoke")) == 2
     # the command line's overrides replace the preset's and add their own sweeps
     params = {"objective": "trace,renyi", "seed": "0"}

@@ -168,7 +168,9 @@ class LabSweeper(BasicSweeper):
         )
         log.info("tuning %s over %s: %d trials", configuration, list(params), tune.trials)
         # A job's config is composed afresh from its overrides: the directory goes there too.
-        study.sweep([*configuration, "tuning.trial=true", f"hydra.sweep.dir='{directory}'"])
+        # Trials record no anytime curve: only the validation metric matters there.
+        study.sweep([*configuration, "tuning.trial=true", "checkpoints.count=0",
+                     f"hydra.sweep.dir='{directory}'"])  # fmt: skip
         results = OmegaConf.to_container(OmegaConf.load(directory / "optimization_results.yaml"))
         summary = tuning_summary(directory, tune, results["best_params"], results["best_value"])
         (directory / TUNING_FILE).write_text(json.dumps(summary, indent=2))

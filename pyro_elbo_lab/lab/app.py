@@ -30,6 +30,8 @@ def hydra_main(config: DictConfig) -> str | float:
     torch.set_num_threads(threads_per_job(config.num_threads, hydra_config.launcher))
     if config.tuning.trial:
         return run_trial(config, Path(hydra_config.runtime.output_dir))
+    if config.tune and not in_sweep:
+        log.warning("tune=true tunes the configurations of a sweep; this single run is not tuned")
     record = run(
         config,
         output_dir=hydra_config.runtime.output_dir,

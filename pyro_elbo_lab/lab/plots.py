@@ -119,8 +119,11 @@ def plot_anytime(rows: Sequence[Row], path: Path) -> None:
                 axis.plot(x, np.median(y, axis=0), marker=".", color=colour, label=label)
                 axis.fill_between(x, y.min(axis=0), y.max(axis=0), color=colour, alpha=0.15)
             axis.set_xscale("log")
-            if metric != "iwae":  # KL estimates can dip below zero by Monte Carlo error
-                axis.set_yscale("symlog", linthresh=1e-3)
+            if metric == "kl_to_posterior":  # its estimate can dip below zero by Monte Carlo error
+                axis.set_yscale("symlog", linthresh=1e-4)
+                axis.set_ylim(bottom=max(axis.get_ylim()[0], -1e-4))
+            elif metric == "posterior_mean_error":
+                axis.set_yscale("log")
             axis.set_xlabel(x_title)
             axis.set_ylabel(metric)
             axis.grid(alpha=0.3)

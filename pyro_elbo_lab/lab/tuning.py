@@ -47,7 +47,7 @@ class TuneSettings:
 
     trials: int = 8
     seeds: list[int] = field(default_factory=lambda: [1000, 1001])
-    metric: str = "iwae"
+    metric: str = "elbo"
     params: list[str] = field(
         default_factory=lambda: ["optim.optim_args.lr=tag(log, interval(0.001, 0.3))"]
     )
