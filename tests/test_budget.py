@@ -13,6 +13,7 @@ from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.lab import run
 from pyro_elbo_lab.lab.budget import checkpoint_fractions
 from pyro_elbo_lab.lab.convergence import ConvergenceSettings, RelativeChangeRule
+from pyro_elbo_lab.lab.step_size import BudgetDecay
 from pyro_elbo_lab.registry import guides, models, objectives
 
 
@@ -103,6 +104,7 @@ def test_a_seconds_budget_stops_on_fitting_time(compose_config):
         (("budget.kind=seconds", "budget.seconds=-1"), "budget.seconds"),
         (("convergence.tol_rel_obj=0",), "convergence.tol_rel_obj"),
         (("checkpoints.count=-1",), "checkpoints.count"),
+        (("final_lr_fraction=0",), "final_lr_fraction must be in (0, 1]"),
     ],
 )
 def test_bad_budget_settings_fail_before_compute_with_the_key(compose_config, overrides, message):
@@ -175,3 +177,46 @@ def test_a_run_that_converges_early_gets_a_last_checkpoint_at_its_stop(compose_c
     fit = record["fit"]
     assert fit["stopped_by"] == "converged"
     assert fit["checkpoints"][-1]["step"] == fit["steps_completed"]
+
+
+def test_the_step_size_decays_geometrically_over_the_budget():
+    model = models.build("normal_normal", num_train=10)
+    guide = guides.build("normal", model)
+    optim = pyro.optim.Adam({"lr": 0.1})
+    svi = SVI(model, guide, optim, loss=Trace_ELBO())
+    svi.step(model.train_data)
+    decay = BudgetDecay(optim, final_lr_fraction=0.01)
+    rates = []
+    for fraction in (0.0, 0.5, 1.0, 2.0):
+        decay.update(fraction)
+        rates.append({g["lr"] for o in optim.optim_objs.values() for g in o.param_groups})
+    assert [r.pop() for r in rates] == pytest.approx([0.1, 0.01, 0.001, 0.001])
+
+
+def test_the_decay_multiplies_what_clipped_adam_does_itself():
+    model = models.build("normal_normal", num_train=10)
+    guide = guides.build("normal", model)
+    optim = pyro.optim.ClippedAdam({"lr": 0.1, "lrd": 0.5})
+    svi = SVI(model, guide, optim, loss=Trace_ELBO())
+
+    def rates() -> set[float]:
+        return {g["lr"] for o in optim.optim_objs.values() for g in o.param_groups}
+
+    svi.step(model.train_data)  # ClippedAdam halves its lr every step
+    decay = BudgetDecay(optim, final_lr_fraction=0.1)
+    decay.update(1.0)
+    svi.step(model.train_data)
+    assert sorted(rates()) == pytest.approx([0.1 * 0.5 * 0.1 * 0.5])
+
+
+def test_a_decaying_step_is_refused_by_the_compiled_adam_update(compose_config):
+    with pytest.raises(ConfigError, match="final_lr_fraction < 1 changes the learning rate"):
+        run(
+            compose_config(
+                "model=gmm",
+                "objective=iwae",
+                "objective.compile=true",
+                "optim=fused_adam",
+                "final_lr_fraction=0.1",
+            )
+        )

@@ -52,3 +52,19 @@ def test_readme_custom_model_walkthrough_runs(tmp_path, monkeypatch, compose_con
     assert record["status"] == "ok", record["message"]
     assert record["metrics"]["samples"]["heldout_points"] == 20
     assert math.isfinite(record["metrics"]["heldout_loglik"])
+
+
+def test_readme_shows_the_committed_main_job_report():
+    block = re.search(
+        r"<!-- main-job-report:start -->\n(.*?)<!-- main-job-report:end -->", README, re.S
+    ).group(1)
+    committed = (
+        Path(__file__).resolve().parents[1] / "experiments/default_comparison/sweep/comparison.md"
+    ).read_text()
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert lines and all(line in committed.splitlines() for line in lines), (
+        "README.md's main-job report is not the committed one "
+        "(experiments/default_comparison/sweep/comparison.md)"
+    )
+    header = next(line for line in lines if line.startswith("| verdict vs trace"))
+    assert header.count("|") - 1 <= 8  # the headline table has at most 8 columns

@@ -37,6 +37,8 @@ class LabConfig:
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     convergence: ConvergenceSettings = field(default_factory=ConvergenceSettings)
     checkpoints: CheckpointSettings = field(default_factory=CheckpointSettings)
+    #: learning rates end at this fraction of their start, geometric in the budget spent
+    final_lr_fraction: float = 1.0
     device: str = "cpu"
     progress_bar: bool = True
     num_threads: int | None = None

@@ -15,10 +15,12 @@ from pyro.infer import SVI
 from tqdm.auto import tqdm
 
 from pyro_elbo_lab.engine import CompiledSVI, CountedModel
+from pyro_elbo_lab.errors import ConfigError, require
 from pyro_elbo_lab.lab.budget import BudgetSettings, Spending, checkpoint_fractions
 from pyro_elbo_lab.lab.components import Components
 from pyro_elbo_lab.lab.console import interactive
 from pyro_elbo_lab.lab.convergence import ConvergenceSettings, RelativeChangeRule
+from pyro_elbo_lab.lab.step_size import BudgetDecay
 from pyro_elbo_lab.objectives.pyro_builtin import scalar_loss
 from pyro_elbo_lab.optim import FusedAdam
 
@@ -33,6 +35,15 @@ class FitPlan:
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     convergence: ConvergenceSettings = field(default_factory=ConvergenceSettings)
     checkpoints: int = 0
+    #: the learning rates end at this fraction of their start, geometric in the budget spent
+    final_lr_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        fraction = self.final_lr_fraction
+        require(
+            isinstance(fraction, int | float) and 0 < fraction <= 1,
+            f"final_lr_fraction must be in (0, 1], got {fraction!r}",
+        )
 
 
 @dataclass
@@ -125,6 +136,15 @@ def fit(
     """
     counted = CountedModel(components.model)
     svi = _svi(components, counted)
+    decay = None
+    if plan.final_lr_fraction < 1:
+        if isinstance(svi, CompiledSVI):
+            raise ConfigError(
+                "final_lr_fraction < 1 changes the learning rate every step, which the "
+                "compiled Adam update (optim=fused_adam with a compiled objective) holds "
+                "fixed; use optim=adam, or final_lr_fraction=1"
+            )
+        decay = BudgetDecay(components.optim, plan.final_lr_fraction)
     reports_loss = getattr(components.objective, "reports_loss", True)
     rule = (
         RelativeChangeRule(plan.convergence)
@@ -165,6 +185,8 @@ def fit(
                 "converged" if result.convergence_message else ""
             )
             fraction = spent.fraction_of(plan.budget, plan.steps)
+            if decay is not None:
+                decay.update(fraction)
             if checkpoints and (fraction >= checkpoints[0] or result.stopped_by):
                 # one measurement for every checkpoint this step passed; the last at the stop
                 checkpoints = [] if result.stopped_by else [f for f in checkpoints if f > fraction]

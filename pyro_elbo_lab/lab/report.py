@@ -161,8 +161,12 @@ class Comparison:
 
 
 def _stopped_by(row: Row) -> str:
+    # records from before budgets existed ran their steps to the end
     reasons = Counter(
-        (record.get("fit") or {}).get("stopped_by") or record["status"] for record in row.records
+        (record.get("fit") or {}).get("stopped_by", "steps")
+        if record["status"] == "ok"
+        else record["status"]
+        for record in row.records
     )
     return ", ".join(f"{reason} ×{count}" for reason, count in sorted(reasons.items()))
 
@@ -330,8 +334,9 @@ def build_report(sweep_dir: str | Path, print_table: bool = True, metric: str | 
         comparison.headline(),
         "",
         "Δ: seed-paired difference to the `trace` row with the same model and guide, 95% "
-        "bootstrap interval; p: paired t-test, Holm-corrected over the table. A verdict needs "
-        'both; "no difference detected" says the seeds cannot tell, not that the two are equal.',
+        "bootstrap interval; p: Wilcoxon signed-rank test, Holm-corrected over the table. A "
+        'verdict needs both; "no difference detected" says the seeds cannot tell, not that '
+        "the two are equal.",
         "",
         "## Details",
         "",

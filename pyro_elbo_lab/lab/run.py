@@ -190,6 +190,7 @@ def fit_plan(config: DictConfig) -> FitPlan:
         budget=settings(config.budget, BudgetSettings),
         convergence=settings(config.convergence, ConvergenceSettings),
         checkpoints=settings(config.checkpoints, CheckpointSettings).count,
+        final_lr_fraction=config.final_lr_fraction,
     )
 
 
