@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Collection
 from numbers import Real
+from typing import Any
 
 import torch
 
@@ -30,6 +33,17 @@ def require_positive_int(name: str, value: object, minimum: int = 1) -> None:
         isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
         f"{name} must be an integer >= {minimum}, got {value!r}",
     )
+
+
+def require_count_fields(
+    settings: Any, prefix: str, optional: Collection[str] = (), skip: Collection[str] = ()
+) -> None:
+    """Every field of a settings dataclass an integer >= 1 (>= 0 for those in ``optional``),
+    named ``prefix.field`` in the message; fields in ``skip`` are checked elsewhere."""
+    for field in dataclasses.fields(settings):
+        if field.name not in skip:
+            minimum = 0 if field.name in optional else 1
+            require_positive_int(f"{prefix}.{field.name}", getattr(settings, field.name), minimum)
 
 
 def require_positive_float(name: str, value: object) -> None:

@@ -124,17 +124,15 @@ def test_the_rule_does_not_stop_a_loss_still_falling_fast():
     assert all(rule.update(1000.0 * 0.99**step) is None for step in range(500))
 
 
+#: a Normal-Normal run long enough to meet a loose stopping rule well before its cap
+CONVERGING = (
+    "model=normal_normal", "steps=20000", "convergence.tol_rel_obj=0.001",
+    "convergence.check_every=50",
+)  # fmt: skip
+
+
 def test_a_converging_run_stops_early_and_says_why(compose_config):
-    record = run(
-        compose_config(
-            "model=normal_normal",
-            "steps=20000",
-            "convergence.tol_rel_obj=0.001",
-            "convergence.check_every=50",
-            "optim.optim_args.lr=0.05",
-        )
-    )
-    fit = record["fit"]
+    fit = run(compose_config(*CONVERGING))["fit"]
     assert fit["stopped_by"] == "converged" and fit["steps_completed"] < 20000
     assert "tol_rel_obj 0.001" in fit["convergence"]
 
@@ -165,16 +163,7 @@ def test_checkpoints_record_the_metric_without_touching_the_fit(compose_config):
 
 
 def test_a_run_that_converges_early_gets_a_last_checkpoint_at_its_stop(compose_config):
-    record = run(
-        compose_config(
-            "model=normal_normal",
-            "steps=20000",
-            "convergence.tol_rel_obj=0.001",
-            "convergence.check_every=50",
-            "checkpoints.count=4",
-        )
-    )
-    fit = record["fit"]
+    fit = run(compose_config(*CONVERGING, "checkpoints.count=4"))["fit"]
     assert fit["stopped_by"] == "converged"
     assert fit["checkpoints"][-1]["step"] == fit["steps_completed"]
 

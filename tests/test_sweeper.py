@@ -50,17 +50,16 @@ def test_a_resumed_sweep_runs_only_the_jobs_without_an_ok_record(tmp_path):
 def test_tuning_chooses_values_on_validation_seeds_then_reports_fresh_seeds(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep = tmp_path / "sweep"
-    result = elbo_lab(
+    arguments = (
         *SMOKE,
-        "seed=0,1",
         "tune=true",
         "tuning.trials=2",
         "tuning.seeds=[50]",
         "tuning.params=['optim.optim_args.lr=tag(log, interval(0.001, 0.3))',"
         "'objective.alpha=interval(0.1, 0.9)']",
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
+        "seed=0,1",
     )
+    result = elbo_lab(*arguments, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     everything = records(sweep)
     trials = [r for r in everything if r["role"] == "tuning"]
@@ -83,6 +82,13 @@ def test_tuning_chooses_values_on_validation_seeds_then_reports_fresh_seeds(tmp_
     report = (sweep / "comparison.md").read_text()
     assert "**Tuned** per configuration by Optuna" in report and "## Tuned values" in report
     assert report.count("`trace/normal/gmm") >= 2  # the rows are not split by tuned values
+
+    # a resumed sweep with one more seed reuses the studies: no new trial, two new runs
+    more = elbo_lab(*arguments[:-1], "seed=0,1,2", f"resume={sweep}", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    after = records(sweep)
+    assert sum(r["role"] == "tuning" for r in after) == len(trials)
+    assert sorted(r["seed"] for r in after if r["role"] == "reported") == [0, 0, 1, 1, 2, 2]
 
 
 def test_tuning_refuses_validation_seeds_that_are_reported(tmp_path):

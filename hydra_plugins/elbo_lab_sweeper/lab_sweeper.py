@@ -115,7 +115,7 @@ class LabSweeper(BasicSweeper):
         seeds = set()
         for job in jobs:
             seeds.add(int(self._job_config(job).seed))
-            configurations.setdefault(tuple(o for o in job if not o.startswith("seed=")), [])
+            configurations.setdefault(_configuration(job), [])
         require_disjoint_seeds(tune, seeds)
         for configuration in configurations:
             name = hashlib.sha256("\n".join(configuration).encode()).hexdigest()[:10]
@@ -127,10 +127,7 @@ class LabSweeper(BasicSweeper):
                 *(f"{key}={value!r}" for key, value in values.items()),
                 f"tuning.result='{result_file.resolve()}'",
             ]
-        return [
-            [*job, *configurations[tuple(o for o in job if not o.startswith("seed="))]]
-            for job in jobs
-        ]
+        return [[*job, *configurations[_configuration(job)]] for job in jobs]
 
     def _study(self, configuration: list[str], directory: Path, tune: TuneSettings) -> None:
         """Hydra's Optuna sweeper over ``tuning.params`` on the validation seeds."""
@@ -174,6 +171,12 @@ class LabSweeper(BasicSweeper):
         results = OmegaConf.to_container(OmegaConf.load(directory / "optimization_results.yaml"))
         summary = tuning_summary(directory, tune, results["best_params"], results["best_value"])
         (directory / TUNING_FILE).write_text(json.dumps(summary, indent=2))
+
+
+def _configuration(job: list[str]) -> tuple[str, ...]:
+    """A job's overrides less those that do not define its configuration: the seed, and
+    ``resume`` (a resumed sweep finds the studies it ran before)."""
+    return tuple(o for o in job if not o.startswith(("seed=", "resume=")))
 
 
 def _optuna() -> tuple[Any, type]:

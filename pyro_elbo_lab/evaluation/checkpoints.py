@@ -12,13 +12,13 @@ where the model has them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from pyro.util import get_rng_state, set_rng_state
 
-from pyro_elbo_lab.errors import require_positive_int
+from pyro_elbo_lab.errors import require_count_fields
 from pyro_elbo_lab.evaluation.bounds import estimate_elbo, estimate_iwae
 from pyro_elbo_lab.evaluation.posterior_error import (
     guide_draws,
@@ -43,8 +43,7 @@ class CheckpointSettings:
     particle_batch: int = 1000
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            require_positive_int(f"checkpoints.{name}", value, minimum=0 if name == "count" else 1)
+        require_count_fields(self, "checkpoints", optional=("count",))
 
 
 class CheckpointProbe:

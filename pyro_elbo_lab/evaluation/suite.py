@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from pyro_elbo_lab.errors import require_positive_int
+from pyro_elbo_lab.errors import require_count_fields, require_positive_int
 from pyro_elbo_lab.evaluation.ais import annealed_importance_sampling
 from pyro_elbo_lab.evaluation.bounds import draw_log_weights, estimate_iwae
 from pyro_elbo_lab.evaluation.diagnostics import CUBO_MIN_SAMPLES, cubo_from_log_weights, psis_khat
@@ -45,14 +45,10 @@ class EvaluationSettings:
     resample_particles: int = 0
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if name == "iwae_ladder":
-                for k in value:
-                    require_positive_int("evaluation.iwae_ladder entries", k)
-            else:
-                optional = ("gradient_estimates", "ais_temperatures", "resample_particles")
-                minimum = 0 if name in optional else 1
-                require_positive_int(f"evaluation.{name}", value, minimum=minimum)
+        for k in self.iwae_ladder:
+            require_positive_int("evaluation.iwae_ladder entries", k)
+        optional = ("gradient_estimates", "ais_temperatures", "resample_particles")
+        require_count_fields(self, "evaluation", optional, skip=("iwae_ladder",))
 
 
 def evaluate_guide(
