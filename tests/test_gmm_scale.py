@@ -327,6 +327,7 @@ def test_compiled_svi_refuses_what_it_cannot_compile():
 def test_the_lab_compiles_the_whole_step_when_asked(compose_config):
     from pyro_elbo_lab.lab import run
     from pyro_elbo_lab.lab.components import build_components
+    from pyro_elbo_lab.engine import CountedModel
     from pyro_elbo_lab.lab.fit import _svi
 
     overrides = (
@@ -337,7 +338,8 @@ def test_the_lab_compiles_the_whole_step_when_asked(compose_config):
         "optim=fused_adam",
     )
     config = compose_config(*overrides)
-    assert isinstance(_svi(build_components(config)), CompiledSVI)
+    components = build_components(config)
+    assert isinstance(_svi(components, CountedModel(components.model)), CompiledSVI)
     assert run(config)["status"] == "ok"
 
 
