@@ -325,9 +325,9 @@ def test_compiled_svi_refuses_what_it_cannot_compile():
 
 @pytest.mark.slow
 def test_the_lab_compiles_the_whole_step_when_asked(compose_config):
+    from pyro_elbo_lab.engine import CountedModel
     from pyro_elbo_lab.lab import run
     from pyro_elbo_lab.lab.components import build_components
-    from pyro_elbo_lab.engine import CountedModel
     from pyro_elbo_lab.lab.fit import _svi
 
     overrides = (
