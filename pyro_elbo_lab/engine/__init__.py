@@ -28,6 +28,7 @@ from pyro_elbo_lab.engine.checks import (
     check_latents,
     distribution_name,
     not_vectorisable,
+    refuse_model_parameters,
     require_batch_dims_in_plates,
     require_reparameterized,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "parameter_constraints",
     "particle_plate",
     "plate_depth",
+    "refuse_model_parameters",
     "require_batch_dims_in_plates",
     "require_reparameterized",
     "run_with_parameters",

@@ -82,12 +82,25 @@ def refuse_unreparameterised(
     )
 
 
+def refuse_model_parameters(objective: str, name: str) -> ConfigError:
+    """The refusal of an objective whose gradient in the model's parameters is not the
+    gradient of a bound (so training θ with it has no meaning we can state)."""
+    return ConfigError(
+        f"the model has parameters to learn ('{name}'), and {objective} does not train "
+        "them: its gradient in the model's parameters is not the gradient of a bound; use an "
+        "objective that does (trace, iwae, iwae_dreg, stl, vr, tvo, vimco, or rws for "
+        "wake-sleep), or fix the parameters (e.g. as constants, or under poutine.block)"
+    )
+
+
 class SiteChecks(Messenger):
     """Refuse, as each site of the program it wraps is drawn, what an objective cannot
     handle: a site marked for enumeration (unless it ``enumerates``), a guide site
-    without ``rsample`` (``require_reparam``), and, with ``require_density``, a guide
-    that draws no latent with a density (only point masses, or nothing). It only looks:
-    no draws of its own, so the program's random stream is the same with it as without.
+    without ``rsample`` (``require_reparam``), with ``require_density`` a guide that
+    draws no latent with a density (only point masses, or nothing), and with
+    ``refuse_params`` a ``pyro.param`` of the model (an objective that cannot train θ).
+    It only looks: no draws of its own, so the program's random stream is the same with
+    it as without.
     """
 
     def __init__(
@@ -97,12 +110,14 @@ class SiteChecks(Messenger):
         enumerates: bool = False,
         require_reparam: bool = False,
         require_density: bool = False,
+        refuse_params: bool = False,
     ) -> None:
         super().__init__()
         self.objective = objective
         self.enumerates = enumerates
         self.require_reparam = require_reparam
         self.require_density = require_density
+        self.refuse_params = refuse_params
         self._latents: list[tuple[str, bool]] = []
 
     def _pyro_sample(self, msg: dict) -> None:
@@ -112,6 +127,10 @@ class SiteChecks(Messenger):
             refuse_unreparameterised(msg["name"], msg, self.objective)
         if not msg["is_observed"] and not site_is_subsample(msg):
             self._latents.append((msg["name"], not isinstance(msg["fn"], dist.Delta)))
+
+    def _pyro_param(self, msg: dict) -> None:
+        if self.refuse_params:
+            raise refuse_model_parameters(self.objective, msg["name"])
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         super().__exit__(exc_type, exc_value, traceback)

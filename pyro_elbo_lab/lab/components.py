@@ -12,8 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from pyro import poutine
 
 from pyro_elbo_lab.devices import resolve_device
-from pyro_elbo_lab.engine import require_reparameterized
+from pyro_elbo_lab.engine import refuse_model_parameters, require_reparameterized
 from pyro_elbo_lab.errors import ConfigError, require
+from pyro_elbo_lab.lab.learned import model_parameter_names
 from pyro_elbo_lab.models.base import LatentVariableModel
 from pyro_elbo_lab.registry import Component, guides, models, objectives, parameter_names
 
@@ -113,6 +114,10 @@ def check_compatible(components: Components) -> None:
             "(e.g. model.assignment=marginalized)"
         )
     objective = components.objective
+    if getattr(objective, "model_gradient", "bound") is None:
+        names = model_parameter_names(model, model.train_data)
+        if names:
+            raise refuse_model_parameters(f"objective '{objective_entry.name}'", names[0])
     if getattr(objective, "requires_reparam", False):
         with poutine.block():
             guide_trace = poutine.trace(components.guide).get_trace(model.train_data)

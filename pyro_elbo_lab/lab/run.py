@@ -21,6 +21,7 @@ from pyro_elbo_lab.lab.components import Components, build_components
 from pyro_elbo_lab.lab.config import settings
 from pyro_elbo_lab.lab.convergence import ConvergenceSettings
 from pyro_elbo_lab.lab.fit import FitPlan, FitResult, fit
+from pyro_elbo_lab.lab.learned import model_parameter_names, save_model_parameters
 from pyro_elbo_lab.lab.posterior_file import write_posterior_files, xarray_module
 from pyro_elbo_lab.lab.predictions import write_predictions
 from pyro_elbo_lab.lab.record import (
@@ -130,6 +131,16 @@ def run(
                 )
             record["metrics"]["bounds_valid"] = not components.guide_entry.trait("point_estimate")
             record["evaluation_time_s"] = time.perf_counter() - start
+            learned = model_parameter_names(components.model, components.model.train_data)
+            if learned:
+                record["model_parameters"] = {
+                    "names": learned,
+                    "trained_by": getattr(components.objective, "model_gradient", "bound"),
+                }
+                if output_dir is not None:
+                    record["model_parameters"]["file"] = save_model_parameters(
+                        learned, Path(output_dir)
+                    )
             if output_dir is not None:
                 with components.model.without_subsampling():
                     written = write_predictions(
@@ -166,6 +177,11 @@ def _finish(record: dict[str, Any], output_dir: str | Path | None, tracker: Trac
         written = [
             *record.get("predictions", {}).values(),
             *record.get("posterior_files", {}).values(),
+            *(
+                [record["model_parameters"]["file"]]
+                if "file" in record.get("model_parameters", {})
+                else []
+            ),
         ]
         files = [directory / "record.json", *(directory / name for name in written)]
     tracker.finish(record, files)

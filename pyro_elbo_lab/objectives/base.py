@@ -35,6 +35,7 @@ from pyro_elbo_lab.engine import (
     guess_max_plate_nesting,
     model_has_params,
     model_log_density_at_stopped_latents,
+    refuse_model_parameters,
     sample_log_weights,
 )
 from pyro_elbo_lab.errors import ConfigError, require_positive_int
@@ -91,6 +92,11 @@ class ParticleObjective(ELBO):
     #: Whether a step reads and replaces tensors of the objective's own state (e.g.
     #: MCMC chain states): a compiled step then takes them in and hands them back.
     carries_state: ClassVar[bool] = False
+    #: What trains the model's parameters θ: ``bound`` (the gradient of :meth:`bound`,
+    #: with the guide's draws held), ``iwae`` (wake-θ: the IWAE bound's gradient), or
+    #: None: the objective refuses a model with parameters (its θ-gradient is not the
+    #: gradient of a bound).
+    model_gradient: ClassVar[str | None] = "bound"
 
     def __init__(self, **options: Any) -> None:
         self.options = EngineOptions.of(
@@ -169,6 +175,9 @@ class ParticleObjective(ELBO):
             guide_values=self.guide_values(guide, args, kwargs),
             stratify=self.supports_stratified,
         )
+        if self.model_gradient is None and model_has_params(weights):
+            name = next(n for n, s in weights.model_trace.nodes.items() if s["type"] == "param")
+            raise refuse_model_parameters(f"{type(self).__name__}", name)
         return ParticleBatch(
             weights,
             self.per_datapoint,

@@ -75,6 +75,9 @@ class CUBO(RenyiBound):
     """
 
     minimized = True
+    #: refuses a model with parameters: minimising an upper
+    #: bound in θ would lower log p(x), not fit it
+    model_gradient = None
     supports_per_datapoint = False
 
     default_num_particles = 16

@@ -62,6 +62,8 @@ class FDivergence(ParticleObjective):
     """
 
     minimized = True
+    #: refuses a model with parameters: a divergence's gradient in θ is not a bound's
+    model_gradient = None
 
     default_num_particles = 8
 

@@ -47,6 +47,9 @@ class MarkovianScoreClimbing(ParticleObjective):
     """
 
     requires_reparam = False
+    #: refuses a model with parameters: θ follows log p at the chain's state, a biased
+    #: estimate of no bound's gradient
+    model_gradient = None
     supports_per_datapoint = False
     carries_state = True
 

@@ -46,10 +46,15 @@ class CheckedPyroObjective:
     reports_loss: bool = True
     #: whether the guide must draw latents with a density (RWS's wake-φ scores them)
     needs_guide_density: bool = False
+    #: what trains the model's parameters θ: ``bound`` (the gradient of the bound the
+    #: objective states), ``iwae`` (wake-θ: the IWAE bound's), or None (it refuses θ)
+    model_gradient: str | None = "bound"
 
     def _checked(self, method: Callable, model: Callable, guide: Callable, args, kwargs):
         objective = f"objective '{self.name}'"
-        checked_model = SiteChecks(objective, enumerates=self.enumerates)(model)
+        checked_model = SiteChecks(
+            objective, enumerates=self.enumerates, refuse_params=self.model_gradient is None
+        )(model)
         checked_guide = SiteChecks(
             objective,
             enumerates=self.enumerates,
@@ -104,9 +109,16 @@ CheckedTraceMeanField = _checked_class(
 CheckedTraceGraph = _checked_class(TraceGraph_ELBO, "trace_graph")
 CheckedTraceEnum = _checked_class(TraceEnum_ELBO, "trace_enum", enumerates=True)
 CheckedRenyi = _checked_class(RenyiELBO, "renyi")
-CheckedRWS = _checked_class(ReweightedWakeSleep, "rws", needs_guide_density=True)
+CheckedRWS = _checked_class(
+    ReweightedWakeSleep, "rws", needs_guide_density=True, model_gradient="iwae"
+)
+# Its θ-gradient is the tail-adaptive f-divergence's surrogate, not a bound's.
 CheckedTailAdaptive = _checked_class(
-    TraceTailAdaptive_ELBO, "tail_adaptive", requires_reparam=True, reports_loss=False
+    TraceTailAdaptive_ELBO,
+    "tail_adaptive",
+    requires_reparam=True,
+    reports_loss=False,
+    model_gradient=None,
 )
 
 
@@ -190,6 +202,7 @@ def rws(
     max_plate_nesting: int | None = None,
 ) -> ELBO:
     """Pyro's ReweightedWakeSleep (Bornschein & Bengio 2015): wake-theta and wake/sleep-phi."""
+    require_positive_int("objective.num_particles", num_particles, minimum=2)  # Pyro asserts it
     require(0.0 <= insomnia <= 1.0, f"objective.insomnia must lie in [0, 1], got {insomnia!r}")
     if num_sleep_particles is not None:
         require_positive_int("objective.num_sleep_particles", num_sleep_particles)

@@ -53,6 +53,7 @@ class ParticleRWS(IWAE):
 
     default_num_particles = 8
     needs_stopped_guide = True
+    model_gradient = "iwae"  # wake-θ
     #: how wake-φ is estimated
     wake_phi: ClassVar[Literal["dreg", "score"]]
 
