@@ -93,8 +93,15 @@ def test_every_objective_trains_every_model_and_bounds_sit_below_the_truth(
     objective, model, compose_config
 ):
     record = run(
-        compose_config(f"objective={objective}", *models.example_overrides(model), "steps=5")
+        compose_config(f"objective={objective}", *models.example_overrides(model), "steps=5"),
+        catch_errors=True,
     )
+    if _objective_fact(objective, "model_gradient", "bound") is None and record["status"] == (
+        "failed"
+    ):
+        # a model with parameters of its own, which this objective refuses to train
+        assert "does not train them" in record["message"], record["message"]
+        return
     assert record["status"] == "ok", record["message"]
     metrics = record["metrics"]
     truth = metrics.get("exact_log_evidence")

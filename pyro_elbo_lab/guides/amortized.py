@@ -26,12 +26,14 @@ from pyro_elbo_lab.registry import guides
 PlateFactory = Callable[[torch.Tensor], pyro.plate]
 
 
-def mlp(sizes: Sequence[int]) -> torch.nn.Sequential:
-    """Linear layers of ``sizes`` with ReLU between them (none after the last)."""
+def mlp(
+    sizes: Sequence[int], activation: type[torch.nn.Module] = torch.nn.ReLU
+) -> torch.nn.Sequential:
+    """Linear layers of ``sizes`` with ``activation`` between them (none after the last)."""
     layers: list[torch.nn.Module] = []
     for index, (width_in, width_out) in enumerate(itertools.pairwise(sizes)):
         if index:
-            layers.append(torch.nn.ReLU())
+            layers.append(activation())
         layers.append(torch.nn.Linear(width_in, width_out))
     return torch.nn.Sequential(*layers)
 

@@ -9,6 +9,7 @@ from pyro_elbo_lab.models.gmm import GaussianMixture
 from pyro_elbo_lab.models.linear_regression import BayesianLinearRegression
 from pyro_elbo_lab.models.normal_normal import NormalNormal
 from pyro_elbo_lab.models.tiny_gmm import TinyGaussianMixture, bimodal
+from pyro_elbo_lab.models.vae import VariationalAutoencoder
 
 __all__ = [
     "BayesianLinearRegression",
@@ -20,5 +21,6 @@ __all__ = [
     "LatentVariableModel",
     "NormalNormal",
     "TinyGaussianMixture",
+    "VariationalAutoencoder",
     "bimodal",
 ]
