@@ -63,3 +63,19 @@ def test_the_decoder_and_encoder_learn_together(compose_config, tmp_path):
     assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:5])
     assert record["model_parameters"]["trained_by"] == "bound"
     assert any(name.startswith("decoder") for name in record["model_parameters"]["names"])
+
+
+def test_a_second_stochastic_layer_is_learned_too(compose_config, tmp_path):
+    config = compose_config(
+        "model=vae", "model.num_train=60", "model.num_heldout=10", "model.latent_dim=3",
+        "model.top_latent_dim=2", "model.top_hidden=[8]", "model.hidden=[16]",
+        "model.subsample_size=20", "guide=amortized", "objective=iwae",
+        "objective.num_particles=2", "optim.optim_args.lr=0.01", "steps=40",
+        "evaluation.particle_batch=5",
+    )  # fmt: skip
+    record = run(config, output_dir=tmp_path)
+    assert record["status"] == "ok", record["message"]
+    names = record["model_parameters"]["names"]
+    assert any(n.startswith("top") for n in names) and any(n.startswith("decoder") for n in names)
+    losses = record["fit"]["loss_history"]["loss"]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])

@@ -69,6 +69,14 @@ class VariationalAutoencoder(LatentVariableModel):
     binarised once, ``sampled`` (each pixel Bernoulli(grey value), Salakhutdinov &
     Murray 2008) or by ``threshold`` 0.5; both are recorded with the config.
 
+    ``top_latent_dim`` adds Burda et al.'s second stochastic layer: a top latent
+    :math:`z'_n \sim \mathcal N(0, I)` of that size, and
+    :math:`z_n \mid z'_n \sim \mathcal N(\mu_\theta(z'_n), \operatorname{diag}
+    \sigma^2_\theta(z'_n))` from a tanh MLP (``top_hidden``; their architecture: L = 100,
+    L' = 50, 100-unit layers). ``guide=amortized`` then gives both layers a mean-field
+    Gaussian given :math:`x_n` from one encoder, not Burda et al.'s
+    :math:`q(z \mid x)\,q(z' \mid z)`.
+
     ``subsample_size`` trains on minibatches of images (scaled by N / batch).
 
     References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014;
@@ -82,6 +90,8 @@ class VariationalAutoencoder(LatentVariableModel):
         *,
         latent_dim: int = 50,
         hidden: Sequence[int] = (200, 200),
+        top_latent_dim: int | None = None,
+        top_hidden: Sequence[int] = (100, 100),
         binarization: Literal["sampled", "threshold"] = "sampled",
         data_file: str | None = None,
         num_train: int = 4000,
@@ -91,8 +101,10 @@ class VariationalAutoencoder(LatentVariableModel):
         device: str = "cpu",
     ) -> None:
         require_positive_int("model.latent_dim", latent_dim)
-        for width in hidden:
-            require_positive_int("model.hidden entries", width)
+        for width in [*hidden, *top_hidden]:
+            require_positive_int("model.hidden and model.top_hidden entries", width)
+        if top_latent_dim is not None:
+            require_positive_int("model.top_latent_dim", top_latent_dim)
         if binarization not in BINARIZATIONS:
             raise ConfigError(
                 f"model.binarization must be one of {', '.join(BINARIZATIONS)}, "
@@ -106,6 +118,12 @@ class VariationalAutoencoder(LatentVariableModel):
         pixels = self.train_data.shape[1]
         # Burda et al.'s decoder has tanh hidden units
         self.decoder = mlp([latent_dim, *hidden, pixels], torch.nn.Tanh).to(self.device)
+        self.top_latent_dim = top_latent_dim
+        self.top = (
+            None
+            if top_latent_dim is None
+            else mlp([top_latent_dim, *top_hidden, 2 * latent_dim], torch.nn.Tanh).to(self.device)
+        )
 
     def simulate(self, num_data: int, generator: torch.Generator) -> torch.Tensor:
         """The shuffled, binarised images (the data are fixed; ``generator`` draws the
@@ -126,6 +144,14 @@ class VariationalAutoencoder(LatentVariableModel):
         pyro.module("decoder", self.decoder)
         zeros = torch.zeros(self.latent_dim, device=self.device)
         with self.data_plate_over(data) as index:
-            z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
+            if self.top is None:
+                z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
+            else:
+                pyro.module("top", self.top)
+                top_zeros = torch.zeros(self.top_latent_dim, device=self.device)
+                z_top = pyro.sample("z_top", dist.Normal(top_zeros, 1.0).to_event(1))
+                loc, raw_scale = self.top(z_top).chunk(2, dim=-1)
+                scale = torch.nn.functional.softplus(raw_scale) + 1e-4
+                z = pyro.sample("z", dist.Normal(loc, scale).to_event(1))
             logits = self.decoder(z)
             pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=data[index])
