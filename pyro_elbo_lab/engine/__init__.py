@@ -63,6 +63,7 @@ from pyro_elbo_lab.engine.program import (
     guess_max_plate_nesting,
     particle_plate,
     plate_depth,
+    random_streams_restored,
     unbatched_traces,
 )
 from pyro_elbo_lab.engine.reduce import SiteReducer
@@ -97,6 +98,7 @@ __all__ = [
     "parameter_constraints",
     "particle_plate",
     "plate_depth",
+    "random_streams_restored",
     "refuse_model_parameters",
     "require_batch_dims_in_plates",
     "require_reparameterized",

@@ -2,14 +2,27 @@ r"""Running a (model, guide) pair: the particle plate, unvectorised traces, plat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyro
 from pyro import poutine
+from pyro.util import get_rng_state, set_rng_state
 
 #: The name of the plate the engine vectorises particles in.
 PARTICLE_PLATE = "num_particles_vectorized"
+
+
+@contextlib.contextmanager
+def random_streams_restored() -> Iterator[None]:
+    """Run the block, then put Pyro's, torch's, numpy's and Python's random streams back
+    where they were: a measurement inside leaves a fit's draws unchanged."""
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def particle_plate(num_particles: int, max_plate_nesting: int) -> pyro.plate:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from pyro.util import get_rng_state, set_rng_state
 
+from pyro_elbo_lab.engine import random_streams_restored
 from pyro_elbo_lab.errors import require_count_fields
 from pyro_elbo_lab.evaluation.bounds import estimate_elbo, estimate_iwae
 from pyro_elbo_lab.evaluation.posterior_error import (
@@ -56,18 +56,13 @@ class CheckpointProbe:
         self.model = model
         self.settings = settings
         self.log_evidence = model.exact_log_evidence()
-        state = get_rng_state()
-        self.reference = reference_draws(model, settings.posterior_samples)
-        set_rng_state(state)
+        with random_streams_restored():
+            self.reference = reference_draws(model, settings.posterior_samples)
 
     def __call__(self, guide: Callable[..., Any]) -> dict[str, float]:
         """The metric of ``guide`` now; Pyro's, torch's and numpy's RNGs are restored after."""
-        state = get_rng_state()
-        try:
-            with torch.no_grad(), self.model.without_subsampling():
-                return self._measure(guide)
-        finally:
-            set_rng_state(state)
+        with random_streams_restored(), torch.no_grad(), self.model.without_subsampling():
+            return self._measure(guide)
 
     def _measure(self, guide: Callable[..., Any]) -> dict[str, float]:
         model, settings = self.model, self.settings

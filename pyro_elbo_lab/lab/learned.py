@@ -15,7 +15,8 @@ from pathlib import Path
 import pyro
 import torch
 from pyro import poutine
-from pyro.util import get_rng_state, set_rng_state
+
+from pyro_elbo_lab.engine import random_streams_restored
 
 MODEL_PARAMETERS_FILE = "model_parameters.pt"
 
@@ -23,12 +24,8 @@ MODEL_PARAMETERS_FILE = "model_parameters.pt"
 def model_parameter_names(model: Callable[..., object], *args: object) -> list[str]:
     """The parameter sites one run of ``model(*args)`` touches, in order; the run's draws
     are not seen by anything outside, and every random stream is restored after it."""
-    state = get_rng_state()
-    try:
-        with poutine.block(), poutine.trace(param_only=True) as trace:
-            model(*args)
-    finally:
-        set_rng_state(state)
+    with random_streams_restored(), poutine.block(), poutine.trace(param_only=True) as trace:
+        model(*args)
     return [name for name, site in trace.trace.nodes.items() if site["type"] == "param"]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import statistics
 from collections import Counter
@@ -136,6 +137,7 @@ class Comparison:
         better = (difference.mean < 0) == self.metric.lower_is_better
         return "**beats trace**" if better else "trails trace"
 
+    @functools.cached_property
     def details(self) -> tuple[list[str], list[list[Any]]]:
         """The wide table: settings, runs, and every metric with its paired Δ to trace."""
         present = [m for m in METRICS if any(r.values(m.key, m.section) for r in self.rows)]
@@ -178,7 +180,7 @@ def _detail_cell(value: Any) -> str:
 
 
 def details_markdown(comparison: Comparison) -> str:
-    header, table = comparison.details()
+    header, table = comparison.details
     first = header.index("runs ok/diverged/failed")
     compact = ["configuration", *header[first:]]
     lines = ["| " + " | ".join(compact) + " |", "|" + "---|" * len(compact)]
@@ -266,7 +268,7 @@ def tuning_table(comparison: Comparison) -> str | None:
 
 def write_csv(comparison: Comparison, path: Path) -> None:
     """The wide table, each (mean, se) cell as two columns and each Δ as three."""
-    header, table = comparison.details()
+    header, table = comparison.details
     widths = [max((len(v) if isinstance(v, tuple) else 1) for v in column)
               for column in zip(*table, strict=True)] if table else []  # fmt: skip
     suffixes = {1: [""], 2: ["", " se"], 3: ["", " ci_low", " ci_high"]}

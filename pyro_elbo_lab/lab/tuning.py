@@ -18,7 +18,6 @@ metric, and the model evaluations and seconds tuning cost.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pyro_elbo_lab.errors import ConfigError, require, require_positive_int
 from pyro_elbo_lab.lab.metrics import BY_KEY
+from pyro_elbo_lab.lab.record import read_records
 
 TUNING_FILE = "tuned.json"
 
@@ -109,8 +109,7 @@ def tuning_summary(
     directory: Path, tune: TuneSettings, best_params: dict[str, Any], best_value: float
 ) -> dict[str, Any]:
     """What a study chose and what it cost, read from its trials' records."""
-    records = [json.loads(path.read_text()) for path in directory.rglob("record.json")]
-    fits = [record.get("fit") or {} for record in records]
+    fits = [record.get("fit") or {} for record in read_records(directory)]
     return {
         "values": best_params,
         "best_value": best_value,
