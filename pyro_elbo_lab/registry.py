@@ -131,11 +131,15 @@ class Registry:
         return self.build(name, *args, **{**self.get(name).trait("example_params", {}), **params})
 
     def example_overrides(self, name: str) -> list[str]:
-        """The command-line overrides that select ``name`` with its example parameters."""
-        example = self.get(name).trait("example_params", {})
+        """The command-line overrides that select ``name`` with its example parameters
+        (and, for a model that states one, the ``example_guide`` it needs)."""
+        component = self.get(name)
+        example = component.trait("example_params", {})
+        guide = component.trait("example_guide", None)
         return [
             f"{self.kind}={name}",
             *(f"{self.kind}.{key}={value}" for key, value in example.items()),
+            *([f"guide={guide}"] if guide else []),
         ]
 
     def _ensure_loaded(self) -> None:

@@ -127,6 +127,7 @@ def test_suite_reports_gaps_and_sample_sizes():
         "gradient_estimates": 0,
         "ais_chains": 0,
         "ais_temperatures": 0,
+        "test_particles": 0,
     }
     # At the posterior the sandwich closes: CUBO too equals log p(x), and so does k̂'s case.
     assert abs(metrics["cubo_gap"]) < 2e-3 and abs(metrics["kl_to_posterior"]) < 2e-3

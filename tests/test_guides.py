@@ -39,7 +39,7 @@ OPTIONS = {"guide_list": {"parts": [{"guide": "mvn", "sites": ["loc"]}]}}
 FITTING = [
     name
     for name in guides.names()
-    if not guides.get(name).trait("point_estimate") and not guides.get(name).trait("local_latents")
+    if not any(guides.get(name).trait(t) for t in ("point_estimate", "local_latents", "no_latents"))
 ]
 
 

@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from pyro_elbo_lab.errors import ConfigError
+from pyro_elbo_lab.evaluation.learned_model import (
+    ACTIVE_UNIT_THRESHOLD,
+    active_units,
+    encoder_of,
+)
 from pyro_elbo_lab.lab import run
-from pyro_elbo_lab.registry import models
+from pyro_elbo_lab.registry import guides, models
 
 SMALL = {"num_train": 30, "num_heldout": 10, "latent_dim": 2, "hidden": [8]}
 
@@ -79,3 +84,53 @@ def test_a_second_stochastic_layer_is_learned_too(compose_config, tmp_path):
     assert any(n.startswith("top") for n in names) and any(n.startswith("decoder") for n in names)
     losses = record["fit"]["loss_history"]["loss"]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+def test_active_units_count_the_coordinates_whose_posterior_mean_moves_with_x():
+    model = models.build("vae", **{**SMALL, "latent_dim": 3})
+    guide = guides.build("amortized", model, hidden=[4])
+    guide(model.train_data)
+    encoder = encoder_of(guide)
+    with torch.no_grad():
+        head = encoder.encoder[-1]  # outputs: 3 locs, then 3 raw scales
+        head.weight.zero_()
+        head.bias.zero_()
+        # unit 0's mean follows the image's brightness (spread >> 0.1 over images); unit 1
+        # moves by 1e-3 (activity ~ 1e-6 < 1e-2); unit 2 is constant
+        head.weight[0].fill_(1.0)
+        encoder.encoder[0].weight.fill_(0.05)
+        head.weight[1].fill_(1e-3)
+    units = active_units(guide, model.heldout_data)["z"]
+    assert units["units"] == 3 and units["active"] == 1
+    assert units["activity"][0] > ACTIVE_UNIT_THRESHOLD > units["activity"][1]
+    assert units["activity"][2] == 0
+
+
+def test_a_learned_model_records_test_likelihood_curves_and_pictures(compose_config, tmp_path):
+    config = compose_config(
+        "model=vae", "model.num_train=60", "model.num_heldout=12", "model.latent_dim=2",
+        "model.hidden=[8]", "model.subsample_size=20", "guide=amortized", "guide.hidden=[8]",
+        "objective=iwae", "objective.num_particles=3", "steps=30", "checkpoints.count=3",
+        "evaluation.test_particles=50", "evaluation.test_batch=5",
+        "evaluation.particle_batch=20", "checkpoints.iwae_particles=20",
+    )  # fmt: skip
+    record = run(config, output_dir=tmp_path)
+    assert record["status"] == "ok", record["message"]
+    metrics = record["metrics"]
+    assert metrics["samples"]["test_particles"] == 50
+    assert metrics["train_bound_particles"] == 3
+    # E[IWAE-3] >= E[ELBO] on the same images; 60 images make the difference's noise small
+    assert metrics["train_bound"] > metrics["train_elbo"] - 1.0
+    assert metrics["bound_to_test_gap"] == pytest.approx(
+        metrics["train_bound"] - metrics["test_loglik"]
+    )
+    assert 0 <= metrics["active_units_count"] <= 2
+    assert [set(c) >= {"test_loglik", "model_evals"} for c in record["fit"]["checkpoints"]] == [
+        True
+    ] * 3
+    for name in ("reconstructions.png", "samples.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    assert record["images"] == {
+        "reconstructions": "reconstructions.png",
+        "samples": "samples.png",
+    }

@@ -670,13 +670,14 @@ def _pyro_module_program() -> Program:
 
 def lab_model_cases() -> list[Case]:
     """Every registered lab model (with its example parameters where it needs some) with
-    a mean-field normal guide, on its training data."""
+    a mean-field normal guide (or the ``example_guide`` it states), on its training data."""
     from pyro_elbo_lab.registry import guides, models
 
     def build(name: str) -> Program:
         model = models.build_example(name)
         guided = poutine.block(model, hide=list(model.enumerated_sites))
-        guide = guides.build("normal", guided if model.enumerated_sites else model)
+        guide_name = models.get(name).trait("example_guide", "normal")
+        guide = guides.build(guide_name, guided if model.enumerated_sites else model)
         return Program(model, guide, model.max_plate_nesting, (model.train_data,))
 
     return [

@@ -6,7 +6,10 @@ evaluations). The metric is the best truth the model has: ``kl_to_posterior`` =
 log p(x) − ELBO where the evidence is exact, else the ``iwae`` bound with many
 particles (Burda et al. 2016: a tight lower bound on log p(x)); and
 ``posterior_mean_error`` against a fixed set of exact or reference posterior draws
-where the model has them.
+where the model has them. A model that learns its parameters θ changes its evidence as
+it trains, so its metric is the test log-likelihood per image instead
+(``test_loglik``: IWAE-``iwae_particles`` on the held-out images, and
+``exact_test_loglik`` where the evidence is exact).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from pyro_elbo_lab.engine import random_streams_restored
 from pyro_elbo_lab.errors import require_count_fields
 from pyro_elbo_lab.evaluation.bounds import estimate_elbo, estimate_iwae
+from pyro_elbo_lab.evaluation.learned_model import per_image_iwae
 from pyro_elbo_lab.evaluation.posterior_error import (
     guide_draws,
     reference_draws,
@@ -41,6 +45,7 @@ class CheckpointSettings:
     iwae_particles: int = 1000
     posterior_samples: int = 500
     particle_batch: int = 1000
+    test_batch: int = 100
 
     def __post_init__(self) -> None:
         require_count_fields(self, "checkpoints", optional=("count",))
@@ -55,7 +60,7 @@ class CheckpointProbe:
     def __init__(self, model: LatentVariableModel, settings: CheckpointSettings) -> None:
         self.model = model
         self.settings = settings
-        self.log_evidence = model.exact_log_evidence()
+        self.log_evidence = None if model.learns_parameters else model.exact_log_evidence()
         with random_streams_restored():
             self.reference = reference_draws(model, settings.posterior_samples)
 
@@ -72,6 +77,8 @@ class CheckpointProbe:
             "particle_batch": settings.particle_batch,
         }
         metrics: dict[str, float] = {}
+        if model.learns_parameters:
+            return self._test_loglik(guide)
         if self.log_evidence is not None:
             elbo = estimate_elbo(
                 target, guide, args, num_particles=settings.elbo_particles, **common
@@ -89,4 +96,16 @@ class CheckpointProbe:
             )  # fmt: skip
             errors = standardized_errors(draws, self.reference)
             metrics["posterior_mean_error"] = max(e["mean_error_max"] for e in errors.values())
+        return metrics
+
+    def _test_loglik(self, guide: Callable[..., Any]) -> dict[str, float]:
+        model, settings, test = self.model, self.settings, self.model.heldout_data
+        values = per_image_iwae(
+            model, guide, test, num_particles=settings.iwae_particles,
+            image_batch=settings.test_batch, particle_batch=settings.particle_batch,
+        )  # fmt: skip
+        metrics = {"test_loglik": float(values.mean())}
+        exact = model.exact_log_evidence(test)
+        if exact is not None:
+            metrics["exact_test_loglik"] = exact / test.shape[0]
         return metrics

@@ -15,14 +15,16 @@ import pyro
 import torch
 
 
-def gradient_statistics(
+def gradient_draws(
     objective: Any,
     model: Callable[..., Any],
     guide: Callable[..., Any],
     args: tuple,
     num_estimates: int,
-) -> dict[str, dict[str, float]]:
-    """SNR and variance of ``objective``'s gradients per group, from ``num_estimates`` draws.
+) -> dict[str, torch.Tensor]:
+    """``num_estimates`` independent gradient estimates of ``objective`` at the current
+    parameters, per group (``guide``: φ, ``model``: θ), each ``[num_estimates,
+    coordinates]`` in unconstrained space; parameters are left as they were.
 
     Works with any ``pyro.infer.ELBO`` (it calls ``loss_and_grads`` and reads ``.grad``),
     Pyro's own objectives included.
@@ -39,22 +41,39 @@ def gradient_statistics(
         for name, value in params.items():
             grad = value.grad if value.grad is not None else torch.zeros_like(value)
             draws[name].append(grad.detach().reshape(-1).clone())
+    for value in params.values():
+        value.grad = None
     groups: dict[str, list[torch.Tensor]] = {"guide": [], "model": []}
     for name, value in params.items():
         group = (
             "guide" if id(value) in guide_ids or name.startswith(_guide_prefix(guide)) else "model"
         )
         groups[group].append(torch.stack(draws[name]))
+    return {group: torch.cat(stacks, -1).double() for group, stacks in groups.items() if stacks}
+
+
+def mean_snr(estimates: torch.Tensor) -> float:
+    """:math:`|\bar g| / \mathrm{sd}(g)` per coordinate of ``estimates`` ``[M, coordinates]``,
+    averaged over the coordinates whose estimates vary (inf when none does)."""
+    sd = estimates.std(0)
+    snr = estimates.mean(0).abs() / sd.clamp_min(1e-30)
+    return float(snr[sd > 0].mean()) if bool((sd > 0).any()) else float("inf")
+
+
+def gradient_statistics(
+    objective: Any,
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    args: tuple,
+    num_estimates: int,
+) -> dict[str, dict[str, float]]:
+    """SNR and variance of ``objective``'s gradients per group, from ``num_estimates``
+    draws (:func:`gradient_draws`)."""
     statistics = {}
-    for group, stacks in groups.items():
-        if not stacks:
-            continue
-        estimates = torch.cat(stacks, -1).double()  # [M, coordinates]
-        sd = estimates.std(0)
-        snr = estimates.mean(0).abs() / sd.clamp_min(1e-30)
+    for group, estimates in gradient_draws(objective, model, guide, args, num_estimates).items():
         statistics[group] = {
-            "snr": float(snr[sd > 0].mean()) if bool((sd > 0).any()) else float("inf"),
-            "variance": float(sd.pow(2).mean()),
+            "snr": mean_snr(estimates),
+            "variance": float(estimates.std(0).pow(2).mean()),
             "coordinates": int(estimates.shape[1]),
         }
     return statistics

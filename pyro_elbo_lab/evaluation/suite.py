@@ -12,6 +12,7 @@ from pyro_elbo_lab.evaluation.bounds import draw_log_weights, estimate_iwae
 from pyro_elbo_lab.evaluation.diagnostics import CUBO_MIN_SAMPLES, cubo_from_log_weights, psis_khat
 from pyro_elbo_lab.evaluation.estimate import Estimate
 from pyro_elbo_lab.evaluation.gradients import gradient_statistics
+from pyro_elbo_lab.evaluation.learned_model import learned_model_metrics
 from pyro_elbo_lab.evaluation.posterior_error import (
     gaussian_kl,
     guide_draws,
@@ -43,6 +44,9 @@ class EvaluationSettings:
     ais_temperatures: int = 0
     ais_chains: int = 100
     resample_particles: int = 0
+    test_particles: int = 5000
+    test_batch: int = 100
+    ais_test_images: int = 100
 
     def __post_init__(self) -> None:
         for k in self.iwae_ladder:
@@ -117,7 +121,14 @@ def evaluate_guide(
             f"use evaluation.elbo_particles >= {CUBO_MIN_SAMPLES}"
         )
     truth = model.exact_log_evidence()
-    if settings.ais_temperatures:
+    learned = model.learns_parameters
+    if learned:
+        learned_metrics, learned_warnings = learned_model_metrics(
+            model, guide, settings, getattr(objective, "num_particles", 1)
+        )
+        metrics.update(learned_metrics)
+        warnings += learned_warnings
+    if settings.ais_temperatures and not learned:
         ais = annealed_importance_sampling(
             target, guide, args, max_plate_nesting=model.max_plate_nesting,
             num_chains=settings.ais_chains, num_temperatures=settings.ais_temperatures,
@@ -174,6 +185,7 @@ def evaluate_guide(
         "resample_particles": settings.resample_particles,
         "gradient_estimates": settings.gradient_estimates,
         "ais_chains": settings.ais_chains if settings.ais_temperatures else 0,
+        "test_particles": settings.test_particles if learned else 0,
         "ais_temperatures": settings.ais_temperatures,
     }
     return metrics

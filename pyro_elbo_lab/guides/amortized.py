@@ -5,15 +5,17 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer.autoguide import AutoGuide, AutoGuideList
 from pyro.nn.module import to_pyro_module_
-from torch.distributions import biject_to
+from torch.distributions import biject_to, constraints
+from torch.nn.functional import softplus
 
+from pyro_elbo_lab.engine import distribution_name
 from pyro_elbo_lab.errors import ConfigError, require, require_positive_float, require_positive_int
 from pyro_elbo_lab.guides.pyro_builtin import (
     InitLoc,
@@ -24,6 +26,8 @@ from pyro_elbo_lab.guides.pyro_builtin import (
 from pyro_elbo_lab.registry import guides
 
 PlateFactory = Callable[[torch.Tensor], pyro.plate]
+Baseline = Literal["none", "average", "network"]
+BASELINES = ("none", "average", "network")
 
 
 def mlp(
@@ -38,12 +42,11 @@ def mlp(
     return torch.nn.Sequential(*layers)
 
 
-class AutoAmortizedNormal(AutoGuide):
-    r"""Local latents :math:`z_n` of a data plate get :math:`q(z_n \mid x_n) =
-    \mathcal N(\mu_\phi(x_n), \operatorname{diag}\sigma^2_\phi(x_n))` in unconstrained
-    space, :math:`(\mu_\phi, \log\sigma_\phi)` from one MLP encoder of :math:`x_n`
-    (Kingma & Welling 2014): the number of variational parameters no longer grows with
-    N, and a new point's posterior costs one forward pass.
+class AmortizedEncoderGuide(AutoGuide):
+    r"""The shared part of amortised guides: one MLP encoder maps each datapoint
+    :math:`x_n` to the parameters of :math:`q(z_n \mid x_n)` for every latent of the data
+    plate (Kingma & Welling 2014), so the number of variational parameters no longer
+    grows with N, and a new point's posterior costs one forward pass.
 
     The guide covers the sites of ``model`` inside ``data_plate`` whose batch shape is
     that plate alone (dim −1); block the rest (or use :func:`amortized`, which adds a
@@ -53,23 +56,24 @@ class AutoAmortizedNormal(AutoGuide):
     the guide draws the minibatch indices and the model replays them); inside an
     ``AutoGuideList`` the list's plates are used, as for every Pyro autoguide.
 
-    :param hidden: widths of the encoder's hidden layers.
-    :param init_scale: the encoder starts at scale ``init_scale`` (and loc 0) for every point.
-
-    References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014.
+    A family states how many encoder outputs each latent coordinate takes
+    (:attr:`outputs_per_coordinate`), the coordinates of a site
+    (:meth:`_coordinate_shape`), how the encoder's last layer starts
+    (:meth:`_initialise_head`), and the distribution of a site given its outputs
+    (:meth:`_site_distribution`).
     """
+
+    outputs_per_coordinate: ClassVar[int]
 
     def __init__(
         self,
         model: Callable[..., Any],
         data_plate: str = "data",
         hidden: Sequence[int] = (32, 32),
-        init_scale: float = 0.1,
         create_plates: PlateFactory | None = None,
     ) -> None:
         self.data_plate = data_plate
         self.hidden = tuple(hidden)
-        self._init_scale = init_scale
         super().__init__(model, create_plates=create_plates)
 
     def _data(self, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -80,6 +84,17 @@ class AutoAmortizedNormal(AutoGuide):
                 "with one row per point), got " + type(data).__name__
             )
         return data
+
+    def _coordinate_shape(self, name: str, site: dict) -> torch.Size:
+        raise NotImplementedError
+
+    def _initialise_head(self, head: torch.nn.Linear, width: int) -> None:
+        raise NotImplementedError
+
+    def _site_distribution(
+        self, name: str, site: dict, outputs: tuple[torch.Tensor, ...]
+    ) -> dist.Distribution:
+        raise NotImplementedError
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
@@ -94,53 +109,104 @@ class AutoAmortizedNormal(AutoGuide):
                     f"'{self.data_plate}' at dim -1, but site '{name}' has plates {names} and "
                     f"batch shape {tuple(site['fn'].batch_shape)}"
                 )
-            unconstrained = biject_to(site["fn"].support).inv(site["value"])
-            self.local_shapes[name] = unconstrained.shape[1:]
+            self.local_shapes[name] = self._coordinate_shape(name, site)
         if not self.local_shapes:
             raise ConfigError(f"the model has no latents inside the plate '{self.data_plate}'")
         width = sum(math.prod(shape) for shape in self.local_shapes.values())
-        encoder = mlp([math.prod(data.shape[1:]), *self.hidden, 2 * width]).to(
-            device=data.device, dtype=data.dtype
-        )
-        with torch.no_grad():  # start every point at N(0, init_scale^2)
-            encoder[-1].weight.zero_()
-            encoder[-1].bias[:width].zero_()
-            encoder[-1].bias[width:].fill_(math.log(math.expm1(self._init_scale)))
+        encoder = mlp(
+            [math.prod(data.shape[1:]), *self.hidden, self.outputs_per_coordinate * width]
+        ).to(device=data.device, dtype=data.dtype)
+        with torch.no_grad():
+            self._initialise_head(encoder[-1], width)
         to_pyro_module_(encoder)
         self.encoder = encoder
 
-    def local_parameters(self, rows: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per site, the unconstrained (loc, scale) the encoder gives ``rows``: ``[B, ...]``."""
-        out = self.encoder(rows.reshape(rows.shape[0], -1))
-        locs, raw_scales = out.chunk(2, dim=-1)
-        scales = torch.nn.functional.softplus(raw_scales)
+    def local_outputs(self, rows: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Per site, the encoder's outputs for ``rows`` (one tensor ``[B, *site shape]``
+        per output of a coordinate)."""
+        outputs = self.encoder(rows.reshape(rows.shape[0], -1)).chunk(
+            self.outputs_per_coordinate, dim=-1
+        )
         result, start = {}, 0
         for name, shape in self.local_shapes.items():
             stop = start + math.prod(shape)
-            batch = rows.shape[:1]
-            result[name] = (
-                locs[..., start:stop].reshape(batch + shape),
-                scales[..., start:stop].reshape(batch + shape),
+            result[name] = tuple(
+                output[..., start:stop].reshape(rows.shape[:1] + shape) for output in outputs
             )
             start = stop
         return result
+
+    def _sample_sites(self, data: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = self.local_outputs(data[index])
+        return {
+            name: pyro.sample(name, self._site_distribution(name, site, outputs[name]))
+            for name, site in self.prototype_trace.iter_stochastic_nodes()
+        }
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         data = self._data(args, kwargs)
-        values = {}
         with self._create_plates(*args, **kwargs)[self.data_plate] as index:
-            parameters = self.local_parameters(data[index])
-            for name, site in self.prototype_trace.iter_stochastic_nodes():
-                loc, scale = parameters[name]
-                transform = biject_to(site["fn"].support)
-                posterior = dist.TransformedDistribution(
-                    dist.Normal(loc, scale).to_event(len(self.local_shapes[name])),
-                    transform.with_cache(),
-                )
-                values[name] = pyro.sample(name, posterior)
-        return values
+            return self._sample_sites(data, index)
+
+
+class AutoAmortizedNormal(AmortizedEncoderGuide):
+    r"""Local latents :math:`z_n` of a data plate get :math:`q(z_n \mid x_n) =
+    \mathcal N(\mu_\phi(x_n), \operatorname{diag}\sigma^2_\phi(x_n))` in unconstrained
+    space, :math:`(\mu_\phi, \log\sigma_\phi)` from one MLP encoder of :math:`x_n`
+    (see :class:`AmortizedEncoderGuide`).
+
+    :param hidden: widths of the encoder's hidden layers.
+    :param init_scale: the encoder starts at scale ``init_scale`` (and loc 0) for every point.
+
+    References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014.
+    """
+
+    outputs_per_coordinate = 2
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        data_plate: str = "data",
+        hidden: Sequence[int] = (32, 32),
+        init_scale: float = 0.1,
+        create_plates: PlateFactory | None = None,
+    ) -> None:
+        self._init_scale = init_scale
+        super().__init__(model, data_plate, hidden, create_plates)
+
+    def _coordinate_shape(self, name: str, site: dict) -> torch.Size:
+        return biject_to(site["fn"].support).inv(site["value"]).shape[1:]
+
+    def _initialise_head(self, head: torch.nn.Linear, width: int) -> None:
+        # every point starts at N(0, init_scale^2)
+        head.weight.zero_()
+        head.bias[:width].zero_()
+        head.bias[width:].fill_(math.log(math.expm1(self._init_scale)))
+
+    def _site_distribution(
+        self, name: str, site: dict, outputs: tuple[torch.Tensor, ...]
+    ) -> dist.Distribution:
+        loc, raw_scale = outputs
+        return dist.TransformedDistribution(
+            dist.Normal(loc, softplus(raw_scale)).to_event(len(self.local_shapes[name])),
+            biject_to(site["fn"].support).with_cache(),
+        )
+
+    def local_parameters(self, rows: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per site, the unconstrained (loc, scale) the encoder gives ``rows``: ``[B, ...]``."""
+        return {
+            name: (loc, softplus(raw_scale))
+            for name, (loc, raw_scale) in self.local_outputs(rows).items()
+        }
+
+    @torch.no_grad()
+    def local_means(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per site, :math:`E_q[z_n \\mid x_n]` for ``rows`` where the site's support is the
+        real line (the encoder's loc); elsewhere the loc mapped to the support, which is
+        the median, not the mean."""
+        return self._constrained(rows, lambda loc, scale: loc)
 
     def _constrained(self, data: torch.Tensor, unconstrained: Callable) -> dict[str, torch.Tensor]:
         parameters = self.local_parameters(data)
@@ -167,18 +233,111 @@ class AutoAmortizedNormal(AutoGuide):
         return self._constrained(data, icdf)
 
 
-def amortized(
-    model: Callable[..., Any],
-    hidden: Sequence[int] = (32, 32),
-    init_scale: float = 0.1,
-    init_loc: InitLoc = "median",
-) -> AutoGuideList:
-    """An encoder for the data plate's latents plus AutoNormal for the global ones."""
-    require(len(hidden) > 0, "guide.hidden needs at least one layer width, e.g. [32, 32]")
-    for width in hidden:
-        require_positive_int("guide.hidden[]", width)
-    require_positive_float("guide.init_scale", init_scale)
-    target = guide_target(model)
+class AutoAmortizedBernoulli(AmortizedEncoderGuide):
+    r"""Binary local latents :math:`z_n \in \{0, 1\}^H` of a data plate get independent
+    Bernoullis :math:`q(z_n \mid x_n) = \prod_h \mathrm{Bernoulli}(\sigma(\eta_\phi(x_n))_h)`,
+    the logits from one MLP encoder of :math:`x_n` (see :class:`AmortizedEncoderGuide`):
+    the recognition model of sigmoid belief networks in NVIL and VIMCO (Mnih & Gregor
+    2014; Mnih & Rezende 2016). The draws are not reparameterisable, so the objective
+    needs a score-function gradient (``trace``, ``trace_graph``, ``vimco``, ``rws``,
+    ``renyi``).
+
+    :param baseline: the control variate that Pyro's ``TraceGraph_ELBO`` subtracts from
+        the learning signal: ``none``; ``average`` (a decaying average of it); or
+        ``network``, an input-dependent baseline :math:`b_\psi(x_n)` (an MLP of the same
+        hidden widths) fitted by least squares to the learning signal, as NVIL's (without
+        NVIL's variance normalisation). Other objectives ignore it.
+
+    References: A. Mnih, K. Gregor, "Neural Variational Inference and Learning in Belief
+    Networks", ICML 2014; A. Mnih, D. J. Rezende, "Variational Inference for Monte Carlo
+    Objectives", ICML 2016.
+    """
+
+    outputs_per_coordinate = 1
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        data_plate: str = "data",
+        hidden: Sequence[int] = (32, 32),
+        baseline: Baseline = "none",
+        create_plates: PlateFactory | None = None,
+    ) -> None:
+        require(
+            baseline in BASELINES,
+            f"guide.baseline must be one of {', '.join(BASELINES)}, got {baseline!r}",
+        )
+        self.baseline = baseline
+        super().__init__(model, data_plate, hidden, create_plates)
+
+    def _coordinate_shape(self, name: str, site: dict) -> torch.Size:
+        if site["fn"].support is not constraints.boolean and not (
+            isinstance(site["fn"].support, constraints.independent)
+            and site["fn"].support.base_constraint is constraints.boolean
+        ):
+            raise ConfigError(
+                f"guide=amortized_bernoulli takes binary latents; site '{name}' "
+                f"({distribution_name(site['fn'])}) is not: use guide=amortized"
+            )
+        return site["fn"].event_shape
+
+    def _initialise_head(self, head: torch.nn.Linear, width: int) -> None:
+        # every point starts at q = Bernoulli(1/2) in every coordinate
+        head.weight.zero_()
+        head.bias.zero_()
+
+    def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        super()._setup_prototype(*args, **kwargs)
+        if self.baseline == "network":
+            data = self._data(args, kwargs)
+            network = mlp([math.prod(data.shape[1:]), *self.hidden, 1]).to(
+                device=data.device, dtype=data.dtype
+            )
+            to_pyro_module_(network)
+            self.baseline_network = network
+
+    def _site_distribution(
+        self, name: str, site: dict, outputs: tuple[torch.Tensor, ...]
+    ) -> dist.Distribution:
+        (logits,) = outputs
+        return dist.Bernoulli(logits=logits).to_event(len(self.local_shapes[name]))
+
+    def _sample_sites(self, data: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        rows = data[index]
+        outputs = self.local_outputs(rows)
+        infer = {
+            "none": {},
+            "average": {"baseline": {"use_decaying_avg_baseline": True}},
+            "network": {
+                "baseline": {
+                    "nn_baseline": lambda x: self.baseline_network(x).squeeze(-1),
+                    "nn_baseline_input": rows.reshape(rows.shape[0], -1),
+                }
+            },
+        }[self.baseline]
+        return {
+            name: pyro.sample(
+                name, self._site_distribution(name, site, outputs[name]), infer=dict(infer)
+            )
+            for name, site in self.prototype_trace.iter_stochastic_nodes()
+        }
+
+    @torch.no_grad()
+    def local_means(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per site, :math:`E_q[z_n \\mid x_n] = \\sigma(\\eta_\\phi(x_n))` for ``rows``."""
+        return {name: torch.sigmoid(logits) for name, (logits,) in self.local_outputs(rows).items()}
+
+    @torch.no_grad()
+    def median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Per point, the most probable value of each coordinate."""
+        return {
+            name: (mean > 0.5).to(mean)
+            for name, mean in self.local_means(self._data(args, kwargs)).items()
+        }
+
+
+def _local_latents(model: Callable[..., Any], guide_name: str, example: str) -> list[str]:
+    """The latents of ``model`` inside its data plate; none is an error naming ``example``."""
     data_plate = getattr(model, "data_plate", "data")
     local, global_ = [], []
     for name, site in latent_sites(model).items():
@@ -186,14 +345,33 @@ def amortized(
         (local if in_plate else global_).append(name)
     if not local:
         raise ConfigError(
-            f"guide=amortized needs latents inside the data plate '{data_plate}' (one per "
-            "point), e.g. model=factor_analysis; this model has only global latents "
+            f"guide={guide_name} needs latents inside the data plate '{data_plate}' (one per "
+            f"point), e.g. model={example}; this model has only global latents "
             f"{global_}: use guide=normal"
         )
+    return local
+
+
+def _require_hidden(hidden: Sequence[int]) -> None:
+    require(len(hidden) > 0, "guide.hidden needs at least one layer width, e.g. [32, 32]")
+    for width in hidden:
+        require_positive_int("guide.hidden[]", width)
+
+
+def amortized(
+    model: Callable[..., Any],
+    hidden: Sequence[int] = (32, 32),
+    init_scale: float = 0.1,
+    init_loc: InitLoc = "median",
+) -> AutoGuideList:
+    """An encoder for the data plate's latents plus AutoNormal for the global ones."""
+    _require_hidden(hidden)
+    require_positive_float("guide.init_scale", init_scale)
+    data_plate = getattr(model, "data_plate", "data")
     return normal_plus_local_part(
         model,
-        target,
-        local,
+        guide_target(model),
+        _local_latents(model, "amortized", "factor_analysis"),
         lambda part: AutoAmortizedNormal(
             part, data_plate=data_plate, hidden=hidden, init_scale=init_scale
         ),
@@ -203,3 +381,37 @@ def amortized(
 
 
 guides.register("amortized", local_latents=True)(amortized)
+
+
+@guides.register(
+    "amortized_bernoulli",
+    local_latents=True,
+    example_overrides=[
+        "model=sbn",
+        "model.num_train=40",
+        "model.num_heldout=10",
+        "model.num_latents=3",
+    ],
+)
+def amortized_bernoulli(
+    model: Callable[..., Any],
+    hidden: Sequence[int] = (200,),
+    baseline: Baseline = "none",
+    init_scale: float = 0.1,
+    init_loc: InitLoc = "median",
+) -> AutoGuideList:
+    """Independent Bernoullis from an encoder for the data plate's binary latents (e.g.
+    ``model=sbn``), AutoNormal for global ones; ``baseline`` for ``trace_graph``."""
+    _require_hidden(hidden)
+    require_positive_float("guide.init_scale", init_scale)
+    data_plate = getattr(model, "data_plate", "data")
+    return normal_plus_local_part(
+        model,
+        guide_target(model),
+        _local_latents(model, "amortized_bernoulli", "sbn"),
+        lambda part: AutoAmortizedBernoulli(
+            part, data_plate=data_plate, hidden=hidden, baseline=baseline
+        ),
+        init_loc,
+        init_scale,
+    )

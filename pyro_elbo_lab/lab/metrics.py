@@ -29,6 +29,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("kl_to_posterior", "KL(q‖p)", lower_is_better=True),
     Metric("psis_khat", "PSIS k̂", lower_is_better=True),
     Metric("heldout_loglik", "held-out LL/pt"),
+    Metric("test_loglik", "test LL/image"),
+    Metric("exact_test_loglik", "exact test LL/image"),
+    Metric("train_bound", "train bound/image"),
+    Metric("bound_to_test_gap", "train bound − test LL", lower_is_better=True),
+    Metric("active_units_count", "active units"),
     Metric("posterior_mean_error", "max mean error (sd)", lower_is_better=True),
     Metric("posterior_sd_error", "max sd error", lower_is_better=True),
     Metric(
@@ -42,7 +47,14 @@ METRICS: tuple[Metric, ...] = (
 )
 BY_KEY = {metric.key: metric for metric in METRICS}
 #: the headline metric: the first of these that the sweep's runs have
-HEADLINE_METRICS = ("kl_to_posterior", "posterior_mean_error", "heldout_loglik", "iwae")
+HEADLINE_METRICS = (
+    "exact_test_loglik",
+    "test_loglik",
+    "kl_to_posterior",
+    "posterior_mean_error",
+    "heldout_loglik",
+    "iwae",
+)
 
 
 def headline_metric(rows: Sequence[Row]) -> Metric:

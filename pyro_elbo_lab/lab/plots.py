@@ -104,7 +104,8 @@ def plot_anytime(rows: Sequence[Row], path: Path) -> None:
             curves[row.label()] = runs
     if not curves:
         return
-    metrics = [k for k in ("kl_to_posterior", "iwae", "posterior_mean_error")
+    metrics = [k for k in ("kl_to_posterior", "iwae", "posterior_mean_error", "test_loglik",
+                           "exact_test_loglik")
                if any(k in c[0] for runs in curves.values() for c in runs)]  # fmt: skip
     figure, axes = plt.subplots(
         len(metrics), 3, figsize=(16, 4 * len(metrics)), squeeze=False, constrained_layout=True
@@ -170,4 +171,21 @@ def plot_mixture(
     axis.set_title(f"fitted mixture: {locs.shape[0]} components (posterior median)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_image_grid(rows: Sequence[torch.Tensor], titles: Sequence[str], path: Path) -> None:
+    """Rows of greyscale images (each ``[n, H, W]`` in [0, 1]) one above the other, each
+    row titled; written as a PNG."""
+    columns = max(int(row.shape[0]) for row in rows)
+    figure, axes = plt.subplots(
+        len(rows), columns, figsize=(columns * 0.9, len(rows) * 1.1), squeeze=False
+    )
+    for axis_row, images, title in zip(axes, rows, titles, strict=True):
+        axis_row[0].set_title(title, loc="left", fontsize=8)
+        for column, axis in enumerate(axis_row):
+            axis.axis("off")
+            if column < images.shape[0]:
+                axis.imshow(images[column].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+    figure.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(figure)

@@ -193,8 +193,13 @@ def details_markdown(comparison: Comparison) -> str:
 def evidence_split(comparison: Comparison) -> str | None:
     """Where the evidence is exact: log p(x) = ELBO + KL(q‖p), and KL split into the guide
     family's floor (the KL that ``trace`` with the same guide reaches: Trace_ELBO
-    minimises KL(q‖p) over the family) and the objective's excess over it."""
-    rows = [row for row in comparison.rows if row.values("exact_log_evidence", "metrics")]
+    minimises KL(q‖p) over the family) and the objective's excess over it. Not for
+    models that learn θ: each run then has its own evidence, and no floor is shared."""
+    rows = [
+        row
+        for row in comparison.rows
+        if row.values("exact_log_evidence", "metrics") and not row.values("test_loglik", "metrics")
+    ]
     if not rows:
         return None
     lines = [

@@ -13,6 +13,7 @@ import pyro
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pyro_elbo_lab.engine import random_streams_restored
 from pyro_elbo_lab.errors import ConfigError, require_positive_int
 from pyro_elbo_lab.evaluation import EvaluationSettings, evaluate_guide
 from pyro_elbo_lab.evaluation.checkpoints import CheckpointProbe, CheckpointSettings
@@ -21,6 +22,7 @@ from pyro_elbo_lab.lab.components import Components, build_components
 from pyro_elbo_lab.lab.config import settings
 from pyro_elbo_lab.lab.convergence import ConvergenceSettings
 from pyro_elbo_lab.lab.fit import FitPlan, FitResult, fit
+from pyro_elbo_lab.lab.image_grids import write_image_grids
 from pyro_elbo_lab.lab.learned import model_parameter_names, save_model_parameters
 from pyro_elbo_lab.lab.posterior_file import write_posterior_files, xarray_module
 from pyro_elbo_lab.lab.predictions import write_predictions
@@ -156,6 +158,11 @@ def run(
                         )
                 if written is not None:
                     record["predictions"] = written
+                if components.model.learns_parameters:
+                    with random_streams_restored():
+                        record["images"] = write_image_grids(
+                            components.model, evaluation_guide, Path(output_dir)
+                        )
             record["status"] = "ok"
     except Exception as error:
         record["status"] = "failed"
@@ -177,6 +184,7 @@ def _finish(record: dict[str, Any], output_dir: str | Path | None, tracker: Trac
         written = [
             *record.get("predictions", {}).values(),
             *record.get("posterior_files", {}).values(),
+            *record.get("images", {}).values(),
             *(
                 [record["model_parameters"]["file"]]
                 if "file" in record.get("model_parameters", {})

@@ -36,6 +36,9 @@ class LatentVariableModel(abc.ABC):
     #: Whether latents live inside the data plate (one per point): held-out points then
     #: need their own inference, so guide-based held-out likelihood does not apply.
     has_local_latents: ClassVar[bool] = False
+    #: Whether the model holds parameters θ learned with the guide (a VAE's decoder):
+    #: evaluation then measures the model too (test log-likelihood per point).
+    learns_parameters: ClassVar[bool] = False
     #: Sites that the model marginalises by enumeration (guides must not sample them).
     enumerated_sites: tuple[str, ...] = ()
     #: Minibatch size of the data plate in training (None: the full data), for models
