@@ -401,6 +401,16 @@ def test_vimco_has_lower_gradient_variance_than_tracegraph_in_the_same_run():
     assert float(vimco.var(0).sum()) < 0.5 * float(tracegraph.var(0).sum())
 
 
+def test_vimco_without_baselines_is_the_same_gradient_with_more_variance():
+    pyro.set_rng_seed(0)
+    plain = _logit_gradients(VIMCO(num_particles=8, baseline="none", max_plate_nesting=1), 400)
+    vimco = _logit_gradients(VIMCO(num_particles=8, max_plate_nesting=1), 400)
+    # both are unbiased for the IWAE-8 bound's gradient: means within 4 standard errors
+    std_error = (plain.var(0) / 400 + vimco.var(0) / 400).sqrt()
+    assert ((plain.mean(0) - vimco.mean(0)).abs() < 4 * std_error).all()
+    assert float(vimco.var(0).sum()) < 0.5 * float(plain.var(0).sum())
+
+
 def test_vimco_trains_a_discrete_latent_to_a_tight_bound():
     """VIMCO maximises IWAE_8: trained, its bound is within 0.1 nats of the exact log
     evidence (by enumerating z) and q favours the true component."""

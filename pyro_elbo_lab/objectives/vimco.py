@@ -3,13 +3,18 @@ r"""VIMCO: the IWAE bound with a score-function gradient and leave-one-out basel
 from __future__ import annotations
 
 import math
+from typing import Any, Literal
 
 import torch
 
 from pyro_elbo_lab.engine import leave_one_out_mean, log_mean_exp, log_sum_exp_without_each
+from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.objectives.base import ParticleBatch
 from pyro_elbo_lab.objectives.iwae import IWAE
 from pyro_elbo_lab.registry import objectives
+
+Baseline = Literal["leave_one_out", "none"]
+BASELINES = ("leave_one_out", "none")
 
 
 def leave_one_out_bounds(log_weights: torch.Tensor) -> torch.Tensor:
@@ -44,6 +49,10 @@ class VIMCO(IWAE):
     reparameterisable guides). Each draw costs one more guide pass (detached draws).
 
     :param num_particles: K >= 2 (the baselines need other particles).
+    :param baseline: ``leave_one_out`` (VIMCO) or ``none``: every particle's learning
+        signal is the whole bound :math:`\hat L`, the plain score-function (REINFORCE)
+        gradient of the IWAE bound, the "IWAE with REINFORCE" that Mnih & Rezende and
+        Le et al. 2019 compare VIMCO and RWS against.
 
     References: A. Mnih, D. J. Rezende, "Variational Inference for Monte Carlo
     Objectives", ICML 2016.
@@ -55,9 +64,19 @@ class VIMCO(IWAE):
     default_num_particles = 8
     min_particles = 2
 
+    def __init__(self, baseline: Baseline = "leave_one_out", **options: Any) -> None:
+        if baseline not in BASELINES:
+            raise ConfigError(
+                f"objective.baseline must be one of {', '.join(BASELINES)}, got {baseline!r}"
+            )
+        super().__init__(**options)
+        self.baseline = baseline
+
     def surrogate(self, batch: ParticleBatch) -> torch.Tensor:
         groups = batch.groups
         log_weights = groups.log_weights
-        signals = (log_mean_exp(log_weights, 0) - leave_one_out_bounds(log_weights)).detach()
+        signals = log_mean_exp(log_weights, 0).expand_as(log_weights).detach()
+        if self.baseline == "leave_one_out":
+            signals = signals - leave_one_out_bounds(log_weights).detach()
         # The bound itself, at fixed draws, carries sum_k w~_k grad log w_k.
         return self.bound(batch) + groups.scaled_sum(signals * groups.log_q)
