@@ -53,7 +53,7 @@ def gradient_draws(
 
 
 def mean_snr(estimates: torch.Tensor) -> float:
-    """:math:`|\bar g| / \mathrm{sd}(g)` per coordinate of ``estimates`` ``[M, coordinates]``,
+    """:math:`|\bar g| / \\mathrm{sd}(g)` per coordinate of ``estimates`` ``[M, coordinates]``,
     averaged over the coordinates whose estimates vary (inf when none does)."""
     sd = estimates.std(0)
     snr = estimates.mean(0).abs() / sd.clamp_min(1e-30)
