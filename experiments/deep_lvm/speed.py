@@ -1,0 +1,180 @@
+"""Cost of a VAE training step with K = 50 particles: the lab's IWAE through Pyro's SVI
+against a hand-written PyTorch IWAE step with the same networks, batch, K and optimiser.
+
+The hand-written step (:func:`handwritten_iwae_step`) is the reference: encoder
+(ReLU MLP to loc and softplus scale, as ``guide=amortized``), reparameterised draws
+``[K, B, L]``, tanh MLP decoder, per-image log-mean-exp over K, the minibatch sum scaled
+by N / B as Pyro scales a subsampled plate, and one Adam update. Both are timed in the
+same process, interleaved, after warm-up; the ratio is median step time (lab / hand).
+
+    python experiments/deep_lvm/speed.py [--device cuda] [--quick]
+
+writes ``speed.md`` and ``speed.json`` beside this file (or ``--output DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyro
+import torch
+from pyro.infer import SVI
+from pyro.optim import Adam
+from torch.nn.functional import binary_cross_entropy_with_logits, softplus
+
+from pyro_elbo_lab.devices import resolve_device
+from pyro_elbo_lab.registry import guides, models, objectives
+
+LATENT, HIDDEN, BATCH, PARTICLES, LEARNING_RATE = 50, [200, 200], 100, 50, 1e-3
+
+
+def lab_step(device: torch.device, name: str, compile_step: bool) -> Callable[[], None]:
+    """One SVI step of objective ``name`` (K = 50, per datapoint) on the vae model."""
+    pyro.clear_param_store()
+    model = models.build(
+        "vae", latent_dim=LATENT, hidden=HIDDEN, num_train=4000, num_heldout=0,
+        subsample_size=BATCH, device=str(device),
+    )  # fmt: skip
+    guide = guides.build("amortized", model, hidden=HIDDEN)
+    options = {"compile": True} if compile_step else {}
+    objective = objectives.build(
+        name, num_particles=PARTICLES, per_datapoint=True, max_plate_nesting=1, **options
+    )
+    svi = SVI(model, guide, Adam({"lr": LEARNING_RATE}), objective)
+    return lambda: svi.step(model.train_data)
+
+
+def handwritten_iwae_step(device: torch.device) -> Callable[[], None]:
+    """The same IWAE-50 step written directly in PyTorch (the benchmark's reference)."""
+    model = models.build(
+        "vae", latent_dim=LATENT, hidden=HIDDEN, num_train=4000, num_heldout=0,
+        subsample_size=BATCH, device=str(device),
+    )  # fmt: skip
+    data, pixels = model.train_data, model.num_pixels
+    encoder = _relu_mlp([pixels, *HIDDEN, 2 * LATENT]).to(device)
+    decoder = model.decoder
+    optimiser = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], LEARNING_RATE)
+    scale_factor = data.shape[0] / BATCH
+
+    def step() -> None:
+        rows = data[torch.randperm(data.shape[0], device=device)[:BATCH]]
+        loc, raw_scale = encoder(rows).chunk(2, dim=-1)
+        scale = softplus(raw_scale)
+        noise = torch.randn((PARTICLES, *loc.shape), device=device)
+        z = loc + scale * noise
+        logits = decoder(z)
+        log_likelihood = -binary_cross_entropy_with_logits(
+            logits, rows.expand_as(logits), reduction="none"
+        ).sum(-1)
+        log_prior = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
+        log_guide = (-0.5 * (noise.pow(2) + math.log(2 * math.pi)) - scale.log()).sum(-1)
+        log_weights = log_likelihood + log_prior - log_guide
+        bound = (log_weights.logsumexp(0) - math.log(PARTICLES)).sum() * scale_factor
+        optimiser.zero_grad()
+        (-bound).backward()
+        optimiser.step()
+
+    return step
+
+
+def _relu_mlp(sizes: list[int]) -> torch.nn.Sequential:
+    layers: list[torch.nn.Module] = []
+    for index in range(len(sizes) - 1):
+        if index:
+            layers.append(torch.nn.ReLU())
+        layers.append(torch.nn.Linear(sizes[index], sizes[index + 1]))
+    return torch.nn.Sequential(*layers)
+
+
+def median_step_seconds(step: Callable[[], None], repeats: int, device: torch.device) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="few repeats (a smoke run)")
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    warmup, repeats, rounds = (2, 3, 1) if args.quick else (10, 20, 5)
+    candidates = {
+        "hand-written PyTorch IWAE": lambda: handwritten_iwae_step(device),
+        "lab iwae (eager)": lambda: lab_step(device, "iwae", False),
+        "lab iwae (compile=true)": lambda: lab_step(device, "iwae", True),
+        "lab iwae_dreg (eager)": lambda: lab_step(device, "iwae_dreg", False),
+        "lab rws_dreg (eager)": lambda: lab_step(device, "rws_dreg", False),
+    }
+    steps = {}
+    for name, build in candidates.items():
+        pyro.set_rng_seed(0)
+        steps[name] = build()
+        for _ in range(warmup):
+            steps[name]()
+    # interleaved rounds, so drifts of the machine hit every candidate alike
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            times[name].append(median_step_seconds(step, repeats, device))
+    seconds = {name: statistics.median(values) for name, values in times.items()}
+    reference = seconds["hand-written PyTorch IWAE"]
+    machine = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    results = {
+        "setting": {
+            "model": f"vae latent {LATENT}, decoder tanh {HIDDEN}, encoder ReLU {HIDDEN}",
+            "batch": BATCH,
+            "particles": PARTICLES,
+            "optimiser": f"Adam lr {LEARNING_RATE}",
+            "device": str(device),
+            "machine": machine,
+            "torch": torch.__version__,
+            "pyro": pyro.__version__,
+            "rounds": rounds,
+            "repeats_per_round": repeats,
+        },
+        "step_ms": {name: 1000 * value for name, value in seconds.items()},
+        "ratio_to_handwritten": {name: value / reference for name, value in seconds.items()},
+    }
+    args.output.mkdir(parents=True, exist_ok=True)
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    (args.output / f"speed{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        f"# VAE step cost, K = {PARTICLES} ({machine})",
+        "",
+        "Command: `python experiments/deep_lvm/speed.py"
+        + (" --quick" if args.quick else "")
+        + (f" --device {args.device}`" if device.type != "cpu" else "`"),
+        "",
+        *[f"- {key}: {value}" for key, value in results["setting"].items()],
+        "",
+        "| step | median ms | × hand-written |",
+        "|---|---|---|",
+        *[
+            f"| {name} | {1000 * seconds[name]:.1f} | {seconds[name] / reference:.2f} |"
+            for name in candidates
+        ],
+    ]
+    (args.output / f"speed{suffix}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
