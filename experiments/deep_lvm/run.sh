@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Issue 17 E: the orderings of Burda et al. 2016 (IWAE), Tucker et al. 2019 (DReG), Mnih &
+# Rezende 2016 (VIMCO) and Le et al. 2019 (RWS) on one set of code, learned models, 3 seeds.
+#   bash experiments/deep_lvm/run.sh [OUTPUT_DIR]      (default: experiments/deep_lvm)
+# Each study is one sweep directory, filled by two or three `elbo-lab` sweeps (resume= adds
+# the configurations a sweep does not have; the report covers every record in it), then
+# verdicts.py writes results.md from the records. QUICK=1 runs a smoke version in seconds.
+set -euo pipefail
+out=${1:-experiments/deep_lvm}
+seeds=${SEEDS:-0,1,2}
+if [ "${QUICK:-0}" = 1 ]; then
+  scale=(model.num_train=200 model.num_heldout=20 evaluation.test_particles=20
+         checkpoints.iwae_particles=5)
+  vae_steps=20 vae_evals=100 sbn_evals=100
+else
+  scale=()
+  vae_steps=1000 vae_evals=5000 sbn_evals=6000
+fi
+common=(protocol=plain progress_bar=false checkpoints.count=6 checkpoints.test_batch=100
+        evaluation.elbo_particles=20 evaluation.iwae_particles=20 evaluation.iwae_repeats=1
+        evaluation.iwae_ladder=[1] evaluation.test_batch=50 evaluation.particle_batch=1000
+        "${scale[@]}")
+# VAE: latent 20, one 100-unit tanh layer (Burda et al.: latent 50, two 200-unit layers, full
+# MNIST); 4,500 training and 500 test digits; Adam 1e-3 untuned for every method (Burda's);
+# test log-likelihood per image by IWAE-5000 (Burda's protocol).
+vae=(model=vae model.latent_dim=20 model.hidden=[100] model.num_train=4500
+     model.num_heldout=500 guide=amortized guide.hidden=[100] optim.optim_args.lr=0.001
+     "${common[@]}")
+iw=(objective=iwae,iwae_dreg objective.num_particles=5,50 ++objective.per_datapoint=true)
+# (a) Burda's protocol: every method the same steps, so K = 50 costs 50 times K = 1's
+#     model evaluations (stated in the report's model-evals column and the curves).
+elbo-lab "${vae[@]}" steps=$vae_steps objective=trace seed=$seeds \
+  hydra.sweep.dir="$out/vae_equal_steps"
+elbo-lab "${vae[@]}" steps=$vae_steps "${iw[@]}" seed=$seeds resume="$out/vae_equal_steps"
+# (b) the lab's protocol: every method the same model evaluations (K x steps = $vae_evals)
+budget=(budget.kind=model_evals budget.model_evals=$vae_evals steps=$vae_evals)
+elbo-lab "${vae[@]}" "${budget[@]}" objective=trace seed=$seeds \
+  hydra.sweep.dir="$out/vae_equal_evals"
+elbo-lab "${vae[@]}" "${budget[@]}" "${iw[@]}" seed=$seeds resume="$out/vae_equal_evals"
+# SBN: H = 10 binary latents (exact log p(x) over 1,024 states), affine decoder, encoder with
+# one 200-unit layer; equal model evaluations; Adam 3e-3 untuned; per-datapoint bounds.
+sbn=(model=sbn model.num_latents=10 model.num_train=4500 model.num_heldout=500
+     optim.optim_args.lr=0.003 budget.kind=model_evals budget.model_evals=$sbn_evals
+     steps=$sbn_evals "${common[@]}")
+bernoulli=(guide=amortized_bernoulli guide.hidden=[200])
+# K = 1: REINFORCE without baseline (trace, the reference row) and with NVIL's input-dependent
+# baseline (trace_graph guide.baseline=network); K = 5: VIMCO, IWAE by REINFORCE, RWS.
+elbo-lab "${sbn[@]}" "${bernoulli[@]}" objective=trace seed=$seeds hydra.sweep.dir="$out/sbn"
+elbo-lab "${sbn[@]}" "${bernoulli[@]}" guide.baseline=network objective=trace_graph \
+  seed=$seeds resume="$out/sbn"
+elbo-lab "${sbn[@]}" "${bernoulli[@]}" objective=vimco ++objective.baseline=leave_one_out,none \
+  objective.num_particles=5 ++objective.per_datapoint=true seed=$seeds resume="$out/sbn"
+elbo-lab "${sbn[@]}" "${bernoulli[@]}" objective=rws_score objective.num_particles=5 \
+  ++objective.per_datapoint=true seed=$seeds resume="$out/sbn"
+# The ceiling: θ trained by the exact marginal likelihood (z summed out in the model).
+elbo-lab "${sbn[@]}" model.marginal=exact guide=none objective=trace seed=$seeds \
+  resume="$out/sbn"
+python experiments/deep_lvm/verdicts.py "$out"

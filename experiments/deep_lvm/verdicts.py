@@ -1,0 +1,206 @@
+"""Verdicts on the five papers' claims, from the records of ``run.sh``'s sweeps.
+
+For each claim "A beats B" the seed-paired difference of the test log-likelihood per image
+(exact for the sbn, IWAE-5000 for the vae) is summarised by its mean and a 95% paired-t
+interval (n − 1 degrees of freedom): **reproduced** when the interval is above zero,
+**reversed** when below, **within noise** otherwise. Rainforth et al.'s claim is read
+from ``experiments/gradient_snr/results.json`` (slopes with bootstrap intervals).
+
+    python experiments/deep_lvm/verdicts.py [DIR]     (default: experiments/deep_lvm)
+
+writes ``DIR/results.md`` and ``DIR/results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from scipy import stats
+
+from pyro_elbo_lab.lab.record import read_records
+
+SNR_RESULTS = Path(__file__).parents[1] / "gradient_snr" / "results.json"
+
+
+@dataclass(frozen=True)
+class Method:
+    """A row of a study: its label and how to recognise its records."""
+
+    label: str
+    objective: str
+    particles: int | None = None
+    options: tuple[tuple[str, object], ...] = ()
+
+    def matches(self, record: dict) -> bool:
+        config = record["config"]
+        objective = config["objective"]
+        if objective["name"] != self.objective:
+            return False
+        if self.particles is not None and objective.get("num_particles") != self.particles:
+            return False
+        merged = {**objective, **{f"guide.{k}": v for k, v in config["guide"].items()},
+                  **{f"model.{k}": v for k, v in config["model"].items()}}  # fmt: skip
+        return all(merged.get(key) == value for key, value in self.options)
+
+
+VAE = {
+    "vae_k1": Method("VAE (trace, k=1)", "trace"),
+    "iwae_k5": Method("IWAE k=5", "iwae", 5),
+    "iwae_k50": Method("IWAE k=50", "iwae", 50),
+    "dreg_k5": Method("IWAE-DReG k=5", "iwae_dreg", 5),
+    "dreg_k50": Method("IWAE-DReG k=50", "iwae_dreg", 50),
+}
+SBN = {
+    "reinforce": Method(
+        "REINFORCE (trace, k=1)", "trace", options=(("model.marginal", "sampled"),)
+    ),
+    "nvil": Method("NVIL-style (trace_graph, b(x), k=1)", "trace_graph"),
+    "vimco": Method("VIMCO k=5", "vimco", 5, (("baseline", "leave_one_out"),)),
+    "iwae_reinforce": Method("IWAE by REINFORCE k=5", "vimco", 5, (("baseline", "none"),)),
+    "rws": Method("RWS k=5", "rws_score", 5),
+    "exact": Method("exact marginal (ceiling)", "trace", options=(("model.marginal", "exact"),)),
+}
+#: (paper, claim, study, better, worse)
+CLAIMS = [
+    ("Burda et al. 2016", "IWAE k=5 beats the VAE (k=1)", "vae", "iwae_k5", "vae_k1"),
+    ("Burda et al. 2016", "IWAE k=50 beats IWAE k=5", "vae", "iwae_k50", "iwae_k5"),
+    ("Burda et al. 2016", "IWAE k=50 beats the VAE (k=1)", "vae", "iwae_k50", "vae_k1"),
+    ("Tucker et al. 2019", "IWAE-DReG beats IWAE at k=5", "vae", "dreg_k5", "iwae_k5"),
+    ("Tucker et al. 2019", "IWAE-DReG beats IWAE at k=50", "vae", "dreg_k50", "iwae_k50"),
+    ("Mnih & Rezende 2016", "VIMCO beats NVIL-style REINFORCE", "sbn", "vimco", "nvil"),
+    ("Le et al. 2019", "RWS beats VIMCO", "sbn", "rws", "vimco"),
+    ("Le et al. 2019", "RWS beats IWAE by REINFORCE", "sbn", "rws", "iwae_reinforce"),
+]
+STUDIES = {
+    "vae_equal_steps": ("vae", VAE, "equal steps (Burda's protocol; K=50 costs 50x K=1)"),
+    "vae_equal_evals": ("vae", VAE, "equal model evaluations (K x steps fixed)"),
+    "sbn": ("sbn", SBN, "equal model evaluations (K x steps fixed)"),
+}
+
+
+def headline(record: dict) -> float:
+    metrics = record["metrics"]
+    return metrics.get("exact_test_loglik", metrics["test_loglik"])
+
+
+def by_seed(records: list[dict], method: Method) -> dict[int, dict]:
+    return {r["seed"]: r for r in records if r["status"] == "ok" and method.matches(r)}
+
+
+def paired_interval(differences: list[float]) -> tuple[float, float, float]:
+    mean = statistics.fmean(differences)
+    if len(differences) < 2:
+        return mean, -math.inf, math.inf
+    half = stats.t.ppf(0.975, len(differences) - 1) * statistics.stdev(differences)
+    half /= math.sqrt(len(differences))
+    return mean, mean - half, mean + half
+
+
+def verdict(low: float, high: float) -> str:
+    if low > 0:
+        return "reproduced"
+    if high < 0:
+        return "reversed (not reproduced)"
+    return "within noise"
+
+
+def study_table(records: list[dict], methods: dict[str, Method]) -> tuple[list[str], dict]:
+    lines = [
+        "| method | seeds | test LL/image [95% CI] | exact − IWAE-5000 | train bound − test LL "
+        "| active units | model evals | fit seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    summary = {}
+    for key, method in methods.items():
+        runs = by_seed(records, method)
+        if not runs:
+            continue
+        values = [headline(r) for r in runs.values()]
+        mean, low, high = paired_interval(values)
+        gaps = [r["metrics"]["test_loglik"] - r["metrics"].get("exact_test_loglik", math.nan)
+                for r in runs.values()]  # fmt: skip
+        summary[key] = {"label": method.label, "test_loglik": mean, "ci95": [low, high],
+                        "seeds": sorted(runs)}  # fmt: skip
+
+        def average(field: str, section: str = "metrics", runs=runs) -> float:
+            return statistics.fmean(r[section].get(field, math.nan) for r in runs.values())
+
+        gap = -statistics.fmean(gaps)
+        lines.append(
+            f"| {method.label} | {len(runs)} | {mean:.2f} [{low:.2f}, {high:.2f}] | "
+            f"{'—' if math.isnan(gap) else f'{gap:.2f}'} | {average('bound_to_test_gap'):.2f} | "
+            f"{average('active_units_count'):.1f} | {average('model_evals', 'fit'):.0f} | "
+            f"{average('wall_time_s', 'fit'):.0f} |"
+        )
+    return lines, summary
+
+
+def main() -> None:
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent
+    lines = ["# Deep latent-variable models: the papers' claims on one set of code", ""]
+    results: dict = {"studies": {}, "claims": []}
+    records_of = {}
+    for study, (kind, methods, protocol) in STUDIES.items():
+        directory = root / study
+        if not directory.is_dir():
+            continue
+        records = [r for r in read_records(directory) if r.get("role", "reported") == "reported"]
+        records_of[study] = records
+        table, summary = study_table(records, methods)
+        results["studies"][study] = summary
+        lines += [f"## `{study}/`: {kind}, {protocol}", "", *table, ""]
+        if kind == "sbn" and "exact" in summary:
+            ceiling = summary["exact"]["test_loglik"]
+            lines += ["Distance to the exact-marginal ceiling (nats/image): " + ", ".join(
+                f"{s['label']} {s['test_loglik'] - ceiling:+.2f}"
+                for key, s in summary.items() if key != "exact"
+            ) + ".", ""]  # fmt: skip
+    lines += [
+        "## Verdicts",
+        "",
+        "Seed-paired difference of test LL/image (better − worse), mean and 95% paired-t interval.",
+        "",
+        "| paper | claim | study | difference [95% CI] | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for paper, claim, kind, better, worse in CLAIMS:
+        for study, (study_kind, methods, _) in STUDIES.items():
+            if study_kind != kind or study not in records_of:
+                continue
+            first = by_seed(records_of[study], methods[better])
+            second = by_seed(records_of[study], methods[worse])
+            seeds = sorted(set(first) & set(second))
+            if not seeds:
+                continue
+            differences = [headline(first[s]) - headline(second[s]) for s in seeds]
+            mean, low, high = paired_interval(differences)
+            said = verdict(low, high)
+            results["claims"].append(
+                {"paper": paper, "claim": claim, "study": study, "difference": mean,
+                 "ci95": [low, high], "verdict": said}
+            )  # fmt: skip
+            lines.append(
+                f"| {paper} | {claim} | {study} | {mean:+.2f} [{low:+.2f}, {high:+.2f}] | {said} |"
+            )
+    if SNR_RESULTS.is_file():
+        snr = json.loads(SNR_RESULTS.read_text())
+        lines += ["", "Rainforth et al. 2018 (gradient SNR against K, "
+                  "`experiments/gradient_snr/`):", ""]  # fmt: skip
+        for fit in snr["slopes"]:
+            low, high = fit["ci95"]
+            lines.append(
+                f"- {fit['objective']} {fit['group']}: slope {fit['slope']:+.2f} "
+                f"[{low:+.2f}, {high:+.2f}], predicted {fit['expected']}"
+            )
+    (root / "results.md").write_text("\n".join(lines) + "\n")
+    (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
