@@ -177,3 +177,46 @@ def test_ais_and_iwae_on_test_images_meet_the_quadrature_truth():
     assert abs(metrics["test_loglik_ais"] - truth) < 0.3
     assert truth - 3.0 < metrics["test_loglik"] < truth + 0.1
     assert metrics["test_loglik"] < metrics["test_loglik_ais"]
+
+
+def test_the_chained_encoder_draws_the_top_layer_from_the_layer_below():
+    """Burda et al.'s two-layer encoder: q(z | x) q(z_top | z), each from its own MLP."""
+    model = models.build(
+        "vae", **{**SMALL, "latent_dim": 3, "top_latent_dim": 2, "top_hidden": [4]}
+    )
+    guide = guides.build("amortized", model, hidden=[6], chain=True)
+    values = guide(model.train_data)
+    encoder = encoder_of(guide)
+    assert encoder.encoder[-1].out_features == 2 * 3  # x gives z only
+    assert encoder.chain_encoders[0][0].in_features == 3  # z gives z_top
+    with torch.no_grad():
+        encoder.chain_encoders[0][-1].weight.fill_(1.0)
+    # z_top's distribution moves with z: replaying with z shifted moves its draws' mean
+    trace = pyro.poutine.trace(guide).get_trace(model.train_data)
+    shifted = trace.nodes["z"]["value"] + 5.0
+    conditioned = pyro.poutine.condition(guide, data={"z": shifted})
+    moved = pyro.poutine.trace(conditioned).get_trace(model.train_data)
+
+    def top_loc(guide_trace):
+        return guide_trace.nodes["z_top"]["fn"].base_dist.base_dist.loc
+
+    assert (top_loc(moved) - top_loc(trace)).abs().min() > 1
+    means = encoder.local_means(model.heldout_data)
+    assert means["z"].shape == (10, 3) and means["z_top"].shape == (10, 2)
+    assert values["z_top"].shape == (30, 2)
+
+
+def test_the_chained_encoder_trains_a_two_layer_vae(compose_config, tmp_path):
+    config = compose_config(
+        "model=vae", "model.num_train=60", "model.num_heldout=10", "model.latent_dim=3",
+        "model.top_latent_dim=2", "model.top_hidden=[8]", "model.hidden=[16]",
+        "model.subsample_size=20", "guide=amortized", "guide.chain=true", "objective=iwae",
+        "objective.num_particles=2", "++objective.per_datapoint=true",
+        "optim.optim_args.lr=0.01", "steps=40", "evaluation.particle_batch=5",
+        "evaluation.test_particles=20",
+    )  # fmt: skip
+    record = run(config, output_dir=tmp_path)
+    assert record["status"] == "ok", record["message"]
+    losses = record["fit"]["loss_history"]["loss"]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert set(record["metrics"]["active_units"]) == {"z", "z_top"}

@@ -112,7 +112,7 @@ class AmortizedEncoderGuide(AutoGuide):
             self.local_shapes[name] = self._coordinate_shape(name, site)
         if not self.local_shapes:
             raise ConfigError(f"the model has no latents inside the plate '{self.data_plate}'")
-        width = sum(math.prod(shape) for shape in self.local_shapes.values())
+        width = sum(math.prod(self.local_shapes[name]) for name in self._encoded_sites())
         encoder = mlp(
             [math.prod(data.shape[1:]), *self.hidden, self.outputs_per_coordinate * width]
         ).to(device=data.device, dtype=data.dtype)
@@ -121,17 +121,24 @@ class AmortizedEncoderGuide(AutoGuide):
         to_pyro_module_(encoder)
         self.encoder = encoder
 
+    def _encoded_sites(self) -> list[str]:
+        """The sites whose parameters the encoder of x gives (all, by default)."""
+        return list(self.local_shapes)
+
     def local_outputs(self, rows: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
-        """Per site, the encoder's outputs for ``rows`` (one tensor ``[B, *site shape]``
-        per output of a coordinate)."""
-        outputs = self.encoder(rows.reshape(rows.shape[0], -1)).chunk(
-            self.outputs_per_coordinate, dim=-1
-        )
+        """Per site of :meth:`_encoded_sites`, the encoder's outputs for ``rows`` (one
+        tensor ``[B, *site shape]`` per output of a coordinate)."""
+        return self._split(self.encoder(rows.reshape(rows.shape[0], -1)), self._encoded_sites())
+
+    def _split(self, flat: torch.Tensor, names: list[str]) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Outputs ``[*batch, P * width]`` cut into each site's P tensors ``[*batch, *shape]``."""
+        outputs = flat.chunk(self.outputs_per_coordinate, dim=-1)
         result, start = {}, 0
-        for name, shape in self.local_shapes.items():
+        for name in names:
+            shape = self.local_shapes[name]
             stop = start + math.prod(shape)
             result[name] = tuple(
-                output[..., start:stop].reshape(rows.shape[:1] + shape) for output in outputs
+                output[..., start:stop].reshape(flat.shape[:-1] + shape) for output in outputs
             )
             start = stop
         return result
@@ -159,11 +166,20 @@ class AutoAmortizedNormal(AmortizedEncoderGuide):
 
     :param hidden: widths of the encoder's hidden layers.
     :param init_scale: the encoder starts at scale ``init_scale`` (and loc 0) for every point.
+    :param chain: for local latents drawn one from another (:math:`z'_n \to z_n \to x_n`,
+        in the model's order), the bottom-up factorisation of Burda et al.'s two-layer
+        architecture: the site nearest the data from x,
+        :math:`q(z_n \mid x_n)`, and every earlier site from the one drawn after it,
+        :math:`q(z'_n \mid z_n)`, each a diagonal Gaussian from its own MLP (``hidden``
+        widths); false: every site from x, mean-field given x.
 
-    References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014.
+    References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014;
+    Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
     """
 
     outputs_per_coordinate = 2
+    #: draws per point for the mean of a chained site (its mean has no closed form)
+    chain_mean_draws: ClassVar[int] = 1000
 
     def __init__(
         self,
@@ -172,9 +188,59 @@ class AutoAmortizedNormal(AmortizedEncoderGuide):
         hidden: Sequence[int] = (32, 32),
         init_scale: float = 0.1,
         create_plates: PlateFactory | None = None,
+        chain: bool = False,
     ) -> None:
         self._init_scale = init_scale
+        self.chain = chain
         super().__init__(model, data_plate, hidden, create_plates)
+
+    def _encoded_sites(self) -> list[str]:
+        names = list(self.local_shapes)
+        return names[-1:] if self.chain else names
+
+    def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        super()._setup_prototype(*args, **kwargs)
+        if not self.chain:
+            return
+        names, device = list(self.local_shapes), self._data(args, kwargs).device
+        links = torch.nn.ModuleList()
+        for above, below in itertools.pairwise(names):
+            width = math.prod(self.local_shapes[above])
+            link = mlp([math.prod(self.local_shapes[below]), *self.hidden, 2 * width]).to(device)
+            with torch.no_grad():
+                self._initialise_head(link[-1], width)
+            links.append(link)
+        to_pyro_module_(links)
+        self.chain_encoders = links
+
+    def _chain_outputs(
+        self, index: int, below: str, value: torch.Tensor
+    ) -> dict[str, tuple[torch.Tensor, ...]]:
+        """The outputs for site ``index`` of the chain given the value of the site after it."""
+        support = self.prototype_trace.nodes[below]["fn"].support
+        unconstrained = biject_to(support).inv(value)
+        batch = unconstrained.shape[: unconstrained.dim() - len(self.local_shapes[below])]
+        flat = unconstrained.reshape(*batch, -1)
+        return self._split(self.chain_encoders[index](flat), [list(self.local_shapes)[index]])
+
+    def _sample_sites(self, data: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.chain:
+            return super()._sample_sites(data, index)
+        names = list(self.local_shapes)
+        nodes = self.prototype_trace.nodes
+        outputs = self.local_outputs(data[index])
+        values = {
+            names[-1]: pyro.sample(
+                names[-1], self._site_distribution(names[-1], nodes[names[-1]], outputs[names[-1]])
+            )
+        }
+        for position in reversed(range(len(names) - 1)):
+            name, below = names[position], names[position + 1]
+            outputs = self._chain_outputs(position, below, values[below])
+            values[name] = pyro.sample(
+                name, self._site_distribution(name, nodes[name], outputs[name])
+            )
+        return values
 
     def _coordinate_shape(self, name: str, site: dict) -> torch.Size:
         return biject_to(site["fn"].support).inv(site["value"]).shape[1:]
@@ -205,10 +271,30 @@ class AutoAmortizedNormal(AmortizedEncoderGuide):
     def local_means(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per site, :math:`E_q[z_n \\mid x_n]` for ``rows`` where the site's support is the
         real line (the encoder's loc); elsewhere the loc mapped to the support, which is
-        the median, not the mean."""
-        return self._constrained(rows, lambda loc, scale: loc)
+        the median, not the mean. Under ``chain`` the earlier sites' means are averages
+        of their locs over :attr:`chain_mean_draws` ancestral draws of the sites below."""
+        if not self.chain:
+            return self._constrained(rows, lambda loc, scale: loc)
+        names, nodes = list(self.local_shapes), self.prototype_trace.nodes
+        outputs = self.local_outputs(rows)[names[-1]]
+        means = {names[-1]: biject_to(nodes[names[-1]]["fn"].support)(outputs[0])}
+        draws = self._site_distribution(names[-1], nodes[names[-1]], outputs).sample(
+            (self.chain_mean_draws,)
+        )
+        for position in reversed(range(len(names) - 1)):
+            name, below = names[position], names[position + 1]
+            outputs = self._chain_outputs(position, below, draws)[name]
+            support = biject_to(nodes[name]["fn"].support)
+            means[name] = support(outputs[0]).mean(0)
+            draws = self._site_distribution(name, nodes[name], outputs).sample()
+        return means
 
     def _constrained(self, data: torch.Tensor, unconstrained: Callable) -> dict[str, torch.Tensor]:
+        if self.chain:
+            raise ConfigError(
+                "guide.chain=true: a chained site's median and quantiles given x have no "
+                "closed form; draw from the guide (e.g. Predictive) instead"
+            )
         parameters = self.local_parameters(data)
         return {
             name: biject_to(site["fn"].support)(unconstrained(*parameters[name]))
@@ -363,8 +449,10 @@ def amortized(
     hidden: Sequence[int] = (32, 32),
     init_scale: float = 0.1,
     init_loc: InitLoc = "median",
+    chain: bool = False,
 ) -> AutoGuideList:
-    """An encoder for the data plate's latents plus AutoNormal for the global ones."""
+    """An encoder for the data plate's latents plus AutoNormal for the global ones
+    (``chain``: the local latents bottom-up, Burda et al.'s two-layer encoder)."""
     _require_hidden(hidden)
     require_positive_float("guide.init_scale", init_scale)
     data_plate = getattr(model, "data_plate", "data")
@@ -373,7 +461,7 @@ def amortized(
         guide_target(model),
         _local_latents(model, "amortized", "factor_analysis"),
         lambda part: AutoAmortizedNormal(
-            part, data_plate=data_plate, hidden=hidden, init_scale=init_scale
+            part, data_plate=data_plate, hidden=hidden, init_scale=init_scale, chain=chain
         ),
         init_loc,
         init_scale,

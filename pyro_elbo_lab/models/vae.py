@@ -37,8 +37,8 @@ class VariationalAutoencoder(BinarisedImageModel):
     :math:`z'_n \sim \mathcal N(0, I)` of that size, and
     :math:`z_n \mid z'_n \sim \mathcal N(\mu_\theta(z'_n), \operatorname{diag}
     \sigma^2_\theta(z'_n))` from a tanh MLP (``top_hidden``; their architecture: L = 100,
-    L' = 50, 100-unit layers). ``guide=amortized`` then gives both layers a mean-field
-    Gaussian given :math:`x_n` from one encoder, not Burda et al.'s
+    L' = 50, 100-unit layers). ``guide=amortized`` gives both layers a mean-field
+    Gaussian given :math:`x_n` from one encoder; ``guide.chain=true`` gives Burda et al.'s
     :math:`q(z \mid x)\,q(z' \mid z)`.
 
     References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014;
