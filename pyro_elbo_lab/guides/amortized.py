@@ -451,8 +451,9 @@ def amortized(
     init_loc: InitLoc = "median",
     chain: bool = False,
 ) -> AutoGuideList:
-    """An encoder for the data plate's latents plus AutoNormal for the global ones
-    (``chain``: the local latents bottom-up, Burda et al.'s two-layer encoder)."""
+    """An encoder for the data plate's latents plus AutoNormal for the global ones.
+
+    ``chain``: the local latents bottom-up, Burda et al.'s two-layer encoder."""
     _require_hidden(hidden)
     require_positive_float("guide.init_scale", init_scale)
     data_plate = getattr(model, "data_plate", "data")
