@@ -438,10 +438,30 @@ def _local_latents(model: Callable[..., Any], guide_name: str, example: str) -> 
     return local
 
 
-def _require_hidden(hidden: Sequence[int]) -> None:
+def _encoder_plus_normal(
+    model: Callable[..., Any],
+    guide_name: str,
+    example: str,
+    hidden: Sequence[int],
+    init_scale: float,
+    init_loc: InitLoc,
+    local_part: Callable[[Callable[..., Any], str], AmortizedEncoderGuide],
+) -> AutoGuideList:
+    """``local_part`` (an encoder guide) for the data plate's latents, AutoNormal for the
+    rest, checked options first."""
     require(len(hidden) > 0, "guide.hidden needs at least one layer width, e.g. [32, 32]")
     for width in hidden:
         require_positive_int("guide.hidden[]", width)
+    require_positive_float("guide.init_scale", init_scale)
+    data_plate = getattr(model, "data_plate", "data")
+    return normal_plus_local_part(
+        model,
+        guide_target(model),
+        _local_latents(model, guide_name, example),
+        lambda part: local_part(part, data_plate),
+        init_loc,
+        init_scale,
+    )
 
 
 def amortized(
@@ -454,19 +474,12 @@ def amortized(
     """An encoder for the data plate's latents plus AutoNormal for the global ones.
 
     ``chain``: the local latents bottom-up, Burda et al.'s two-layer encoder."""
-    _require_hidden(hidden)
-    require_positive_float("guide.init_scale", init_scale)
-    data_plate = getattr(model, "data_plate", "data")
-    return normal_plus_local_part(
-        model,
-        guide_target(model),
-        _local_latents(model, "amortized", "factor_analysis"),
-        lambda part: AutoAmortizedNormal(
+    return _encoder_plus_normal(
+        model, "amortized", "factor_analysis", hidden, init_scale, init_loc,
+        lambda part, data_plate: AutoAmortizedNormal(
             part, data_plate=data_plate, hidden=hidden, init_scale=init_scale, chain=chain
         ),
-        init_loc,
-        init_scale,
-    )
+    )  # fmt: skip
 
 
 guides.register("amortized", local_latents=True)(amortized)
@@ -491,16 +504,9 @@ def amortized_bernoulli(
 ) -> AutoGuideList:
     """Independent Bernoullis from an encoder for the data plate's binary latents (e.g.
     ``model=sbn``), AutoNormal for global ones; ``baseline`` for ``trace_graph``."""
-    _require_hidden(hidden)
-    require_positive_float("guide.init_scale", init_scale)
-    data_plate = getattr(model, "data_plate", "data")
-    return normal_plus_local_part(
-        model,
-        guide_target(model),
-        _local_latents(model, "amortized_bernoulli", "sbn"),
-        lambda part: AutoAmortizedBernoulli(
+    return _encoder_plus_normal(
+        model, "amortized_bernoulli", "sbn", hidden, init_scale, init_loc,
+        lambda part, data_plate: AutoAmortizedBernoulli(
             part, data_plate=data_plate, hidden=hidden, baseline=baseline
         ),
-        init_loc,
-        init_scale,
-    )
+    )  # fmt: skip
