@@ -220,3 +220,12 @@ def test_the_chained_encoder_trains_a_two_layer_vae(compose_config, tmp_path):
     losses = record["fit"]["loss_history"]["loss"]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     assert set(record["metrics"]["active_units"]) == {"z", "z_top"}
+
+
+def test_a_guide_with_parameters_per_training_image_gets_no_test_likelihood(compose_config):
+    config = compose_config(*models.example_overrides("vae"), "guide=normal", "steps=3")
+    record = run(config)
+    assert record["status"] == "ok", record["message"]
+    assert "test_loglik" not in record["metrics"]
+    assert math.isfinite(record["metrics"]["train_bound"])
+    assert any("use guide=amortized" in warning for warning in record["metrics"]["warnings"])

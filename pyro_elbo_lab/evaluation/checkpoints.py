@@ -23,7 +23,7 @@ import torch
 from pyro_elbo_lab.engine import random_streams_restored
 from pyro_elbo_lab.errors import require_count_fields
 from pyro_elbo_lab.evaluation.bounds import estimate_elbo, estimate_iwae
-from pyro_elbo_lab.evaluation.learned_model import per_image_iwae
+from pyro_elbo_lab.evaluation.learned_model import infers_new_points, per_image_iwae
 from pyro_elbo_lab.evaluation.posterior_error import (
     guide_draws,
     reference_draws,
@@ -78,7 +78,7 @@ class CheckpointProbe:
         }
         metrics: dict[str, float] = {}
         if model.learns_parameters:
-            return self._test_loglik(guide)
+            return self._test_loglik(guide) if infers_new_points(guide) else {}
         if self.log_evidence is not None:
             elbo = estimate_elbo(
                 target, guide, args, num_particles=settings.elbo_particles, **common

@@ -36,6 +36,7 @@ import torch
 from pyro_elbo_lab.engine import sample_log_weights
 from pyro_elbo_lab.evaluation.ais import annealed_importance_sampling
 from pyro_elbo_lab.guides.amortized import AmortizedEncoderGuide
+from pyro_elbo_lab.guides.empty import AutoEmpty
 from pyro_elbo_lab.models.base import LatentVariableModel
 
 ACTIVE_UNIT_THRESHOLD = 1e-2
@@ -87,6 +88,13 @@ def encoder_of(guide: Any) -> AmortizedEncoderGuide | None:
     return None
 
 
+def infers_new_points(guide: Any) -> bool:
+    """Whether ``guide`` can weigh images it was not fitted on: an amortised encoder, or
+    no latents to infer at all (``guide=none``). A guide with parameters per training
+    point (``guide=normal`` on a vae) has nothing for a new image."""
+    return encoder_of(guide) is not None or isinstance(guide, AutoEmpty)
+
+
 def active_units(guide: Any, images: torch.Tensor) -> dict[str, dict[str, Any]] | None:
     """Per latent site of the amortised encoder: the number of active units, their
     count out of all, and every unit's :math:`A_u`; None without such an encoder."""
@@ -122,7 +130,14 @@ def learned_model_metrics(
     warnings: list[str] = []
     test, train = model.heldout_data, model.train_data
     common = {"image_batch": settings.test_batch, "particle_batch": settings.particle_batch}
-    if test.shape[0]:
+    if not infers_new_points(guide):
+        warnings.append(
+            "this guide has parameters per training image and none for new ones: no test "
+            "log-likelihood; use guide=amortized (an encoder) to measure it"
+        )
+        # its plate covers the training images only: weigh them in one batch
+        common["image_batch"] = train.shape[0]
+    elif test.shape[0]:
         test_values = per_image_iwae(
             model, guide, test, num_particles=settings.test_particles, **common
         )
