@@ -2,9 +2,10 @@
 # Issue 17 E: the orderings of Burda et al. 2016 (IWAE), Tucker et al. 2019 (DReG), Mnih &
 # Rezende 2016 (VIMCO) and Le et al. 2019 (RWS) on one set of code, learned models, 3 seeds.
 #   bash experiments/deep_lvm/run.sh [OUTPUT_DIR]      (default: experiments/deep_lvm)
-# Each study is one sweep directory, filled by two or three `elbo-lab` sweeps (resume= adds
-# the configurations a sweep does not have; the report covers every record in it), then
-# verdicts.py writes results.md from the records. QUICK=1 runs a smoke version in seconds.
+# Each study is one sweep directory, filled by several `elbo-lab` sweeps with resume= (each
+# adds the configurations the directory has no ok record of, so an interrupted run.sh picks
+# up where it stopped; the report covers every record), then verdicts.py writes results.md
+# from the records. QUICK=1 runs a smoke version in a few minutes.
 set -euo pipefail
 out=${1:-experiments/deep_lvm}
 seeds=${SEEDS:-0,1,2}
@@ -30,12 +31,12 @@ iw=(objective=iwae,iwae_dreg objective.num_particles=5,50 ++objective.per_datapo
 # (a) Burda's protocol: every method the same steps, so K = 50 costs 50 times K = 1's
 #     model evaluations (stated in the report's model-evals column and the curves).
 elbo-lab "${vae[@]}" steps=$vae_steps objective=trace seed=$seeds \
-  hydra.sweep.dir="$out/vae_equal_steps"
+  resume="$out/vae_equal_steps"
 elbo-lab "${vae[@]}" steps=$vae_steps "${iw[@]}" seed=$seeds resume="$out/vae_equal_steps"
 # (b) the lab's protocol: every method the same model evaluations (K x steps = $vae_evals)
 budget=(budget.kind=model_evals budget.model_evals=$vae_evals steps=$vae_evals)
 elbo-lab "${vae[@]}" "${budget[@]}" objective=trace seed=$seeds \
-  hydra.sweep.dir="$out/vae_equal_evals"
+  resume="$out/vae_equal_evals"
 elbo-lab "${vae[@]}" "${budget[@]}" "${iw[@]}" seed=$seeds resume="$out/vae_equal_evals"
 # SBN: H = 10 binary latents (exact log p(x) over 1,024 states), affine decoder, encoder with
 # one 200-unit layer; equal model evaluations; Adam 3e-3 untuned; per-datapoint bounds.
@@ -45,7 +46,7 @@ sbn=(model=sbn model.num_latents=10 model.num_train=4500 model.num_heldout=500
 bernoulli=(guide=amortized_bernoulli guide.hidden=[200])
 # K = 1: REINFORCE without baseline (trace, the reference row) and with NVIL's input-dependent
 # baseline (trace_graph guide.baseline=network); K = 5: VIMCO, IWAE by REINFORCE, RWS.
-elbo-lab "${sbn[@]}" "${bernoulli[@]}" objective=trace seed=$seeds hydra.sweep.dir="$out/sbn"
+elbo-lab "${sbn[@]}" "${bernoulli[@]}" objective=trace seed=$seeds resume="$out/sbn"
 elbo-lab "${sbn[@]}" "${bernoulli[@]}" guide.baseline=network objective=trace_graph \
   seed=$seeds resume="$out/sbn"
 elbo-lab "${sbn[@]}" "${bernoulli[@]}" objective=vimco ++objective.baseline=leave_one_out,none \
