@@ -670,7 +670,8 @@ def _pyro_module_program() -> Program:
 
 def lab_model_cases() -> list[Case]:
     """Every registered lab model (with its example parameters where it needs some) with
-    a mean-field normal guide (or the ``example_guide`` it states), on its training data."""
+    a mean-field normal guide (or the ``example_guide`` it states; a guide registered
+    with ``score_function=True`` draws sites without rsample), on its training data."""
     from pyro_elbo_lab.registry import guides, models
 
     def build(name: str) -> Program:
@@ -680,8 +681,12 @@ def lab_model_cases() -> list[Case]:
         guide = guides.build(guide_name, guided if model.enumerated_sites else model)
         return Program(model, guide, model.max_plate_nesting, (model.train_data,))
 
+    def features(name: str) -> tuple[str, ...]:
+        guide = guides.get(models.get(name).trait("example_guide", "normal"))
+        return ("lab_model", "score_function") if guide.trait("score_function") else ("lab_model",)
+
     return [
-        Case(f"lab:{name}", lambda name=name: build(name), features=("lab_model",))
+        Case(f"lab:{name}", lambda name=name: build(name), features=features(name))
         for name in models.names()
     ]
 

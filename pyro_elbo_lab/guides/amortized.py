@@ -488,6 +488,7 @@ guides.register("amortized", local_latents=True)(amortized)
 @guides.register(
     "amortized_bernoulli",
     local_latents=True,
+    score_function=True,
     example_overrides=[
         "model=sbn",
         "model.num_train=40",

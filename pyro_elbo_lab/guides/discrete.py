@@ -80,6 +80,7 @@ class AutoLocalCategorical(AutoGuide):
 @guides.register(
     "discrete_local",
     local_latents=True,
+    score_function=True,
     example_overrides=["model=gmm", "model.assignment=sampled"],
 )
 def discrete_local(
