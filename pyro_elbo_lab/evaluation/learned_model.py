@@ -166,9 +166,6 @@ def learned_model_metrics(
         if training_particles == 1
         else float(per_image_iwae(model, guide, train, num_particles=1, **common).mean())
     )
-    exact_train = model.exact_log_evidence(train)
-    if exact_train is not None:
-        metrics["exact_train_loglik"] = exact_train / train.shape[0]
     if "test_loglik" in metrics:
         metrics["bound_to_test_gap"] = metrics["train_bound"] - metrics["test_loglik"]
     return metrics, warnings

@@ -120,7 +120,7 @@ def evaluate_guide(
             f"cubo from {settings.elbo_particles} samples is likely biased low (below log p(x)); "
             f"use evaluation.elbo_particles >= {CUBO_MIN_SAMPLES}"
         )
-    truth = model.exact_log_evidence()
+    exact = truth = model.exact_log_evidence()
     learned = model.learns_parameters
     if learned:
         learned_metrics, learned_warnings = learned_model_metrics(
@@ -128,6 +128,8 @@ def evaluate_guide(
         )
         metrics.update(learned_metrics)
         warnings += learned_warnings
+        if exact is not None:
+            metrics["exact_train_loglik"] = exact / model.train_data.shape[0]
     if settings.ais_temperatures and not learned:
         ais = annealed_importance_sampling(
             target, guide, args, max_plate_nesting=model.max_plate_nesting,
@@ -141,11 +143,7 @@ def evaluate_guide(
         metrics["ais_acceptance"] = ais.acceptance_rate
         truth = ais.log_evidence if truth is None else truth
     if truth is not None:
-        metrics[
-            "exact_log_evidence"
-            if model.exact_log_evidence() is not None
-            else "reference_log_evidence"
-        ] = truth
+        metrics["exact_log_evidence" if exact is not None else "reference_log_evidence"] = truth
         metrics.update(
             elbo_gap=elbo.value - truth,
             iwae_gap=iwae.value - truth,
