@@ -8,6 +8,7 @@ from pyro_elbo_lab.models.factor_analysis import FactorAnalysis
 from pyro_elbo_lab.models.gmm import GaussianMixture
 from pyro_elbo_lab.models.linear_regression import BayesianLinearRegression
 from pyro_elbo_lab.models.normal_normal import NormalNormal
+from pyro_elbo_lab.models.posteriordb import PosteriorDBModel
 from pyro_elbo_lab.models.sbn import SigmoidBeliefNetwork
 from pyro_elbo_lab.models.tiny_gmm import TinyGaussianMixture, bimodal
 from pyro_elbo_lab.models.vae import VariationalAutoencoder
@@ -21,6 +22,7 @@ __all__ = [
     "GaussianMixture",
     "LatentVariableModel",
     "NormalNormal",
+    "PosteriorDBModel",
     "SigmoidBeliefNetwork",
     "TinyGaussianMixture",
     "VariationalAutoencoder",

@@ -142,6 +142,12 @@ class LatentVariableModel(abc.ABC):
         """Draws from p(z | training data) (e.g. long MCMC runs), per site, where available."""
         return None
 
+    def latents_from_reference(self, draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`reference_posterior_draws` as values of the model's latent sites, where
+        the reference names other quantities (a non-centred model's reference gives the
+        centred values): identity by default."""
+        return draws
+
     def _accept_data(self, what: str, data: torch.Tensor) -> torch.Tensor:
         require_finite_tensor(f"{type(self).__name__} {what}", data)
         return data.to(self.device)

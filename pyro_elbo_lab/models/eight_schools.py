@@ -87,3 +87,8 @@ class EightSchools(LatentVariableModel):
 
         theta = torch.stack([column(f"theta[{j}]") for j in range(1, 9)], -1)
         return {"mu": column("mu"), "tau": column("tau"), "theta": theta}
+
+    def latents_from_reference(self, draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The non-centred effects :math:`(\\theta_j - \\mu) / \\tau` beside the reference."""
+        standardised = (draws["theta"] - draws["mu"][:, None]) / draws["tau"][:, None]
+        return {**draws, "theta_trans": standardised}
