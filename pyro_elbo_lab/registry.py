@@ -31,7 +31,12 @@ from typing import Any, Literal
 
 from pyro_elbo_lab.errors import ConfigError
 
-_BUILTIN_MODULES = ("pyro_elbo_lab.objectives", "pyro_elbo_lab.guides", "pyro_elbo_lab.models")
+_BUILTIN_MODULES = (
+    "pyro_elbo_lab.objectives",
+    "pyro_elbo_lab.guides",
+    "pyro_elbo_lab.models",
+    "pyro_elbo_lab.fitters",
+)
 
 
 @dataclass(frozen=True)
@@ -249,5 +254,11 @@ def _first_docstring_line(factory: Callable[..., Any]) -> str:
 objectives = Registry("objective", "pyro_elbo_lab.objectives")
 guides = Registry("guide", "pyro_elbo_lab.guides")
 models = Registry("model", "pyro_elbo_lab.models")
+fitters = Registry("fitter", "pyro_elbo_lab.fitters")
 
-REGISTRIES: dict[str, Registry] = {"objective": objectives, "guide": guides, "model": models}
+REGISTRIES: dict[str, Registry] = {
+    "objective": objectives,
+    "guide": guides,
+    "model": models,
+    "fitter": fitters,
+}

@@ -23,6 +23,7 @@ def test_a_run_records_config_components_versions_and_metrics(compose_config, tm
         "guide": "normal",
         "objective": "trace",
         "optim": "adam",
+        "fitter": "svi",
     }
     assert record["seed"] == 3 and record["device"] == "cpu"
     assert {"python", "torch", "pyro-ppl", "pyro-elbo-lab"} <= set(record["versions"])

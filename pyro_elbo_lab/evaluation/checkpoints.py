@@ -5,9 +5,11 @@ so curves of different objectives share their axis (steps, seconds, model
 evaluations). The metric is the best truth the model has: ``kl_to_posterior`` =
 log p(x) − ELBO where the evidence is exact, else the ``iwae`` bound with many
 particles (Burda et al. 2016: a tight lower bound on log p(x)); and
-``posterior_mean_error`` against a fixed set of exact or reference posterior draws
-where the model has them. A model that learns its parameters θ changes its evidence as
-it trains, so its metric is the test log-likelihood per image instead
+``posterior_mean_error``, ``posterior_w1_mean`` and ``posterior_gaussian_w2``
+(:func:`~pyro_elbo_lab.evaluation.reference_distances.reference_distances`) against a
+fixed set of exact or reference posterior draws where the model has them. A model that
+learns its parameters θ changes its evidence as it trains, so its metric is the test
+log-likelihood per image instead
 (``test_loglik``: IWAE-``iwae_particles`` on the held-out images, and
 ``exact_test_loglik`` where the evidence is exact).
 """
@@ -29,6 +31,7 @@ from pyro_elbo_lab.evaluation.posterior_error import (
     reference_draws,
     standardized_errors,
 )
+from pyro_elbo_lab.evaluation.reference_distances import reference_distances
 from pyro_elbo_lab.models.base import LatentVariableModel
 
 
@@ -96,6 +99,9 @@ class CheckpointProbe:
             )  # fmt: skip
             errors = standardized_errors(draws, self.reference)
             metrics["posterior_mean_error"] = max(e["mean_error_max"] for e in errors.values())
+            distances = reference_distances(draws, self.reference)
+            metrics["posterior_w1_mean"] = distances["w1_mean"]
+            metrics["posterior_gaussian_w2"] = distances["gaussian_w2"]
         return metrics
 
     def _test_loglik(self, guide: Callable[..., Any]) -> dict[str, float]:

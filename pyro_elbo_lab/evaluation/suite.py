@@ -21,7 +21,18 @@ from pyro_elbo_lab.evaluation.posterior_error import (
     standardized_errors,
 )
 from pyro_elbo_lab.evaluation.predictive import heldout_log_likelihood
+from pyro_elbo_lab.evaluation.reference_distances import reference_distances
 from pyro_elbo_lab.models.base import LatentVariableModel
+
+#: the joint and per-parameter distance summaries a run records as ``posterior_{key}``
+DISTANCE_SUMMARIES = (
+    "w1_mean",
+    "w1_max",
+    "sliced_w1",
+    "gaussian_w2",
+    "sd_ratio_min",
+    "sd_ratio_max",
+)
 
 
 @dataclass
@@ -69,7 +80,10 @@ def evaluate_guide(
     with ``*_gap`` and ``kl_to_posterior`` = log p(x) − ELBO. Also ``psis_khat``,
     ``heldout_loglik`` (global-latent models), ``posterior_error`` per site (against the
     exact posterior or reference draws; ``posterior_mean_error`` and
-    ``posterior_sd_error`` are the largest over all sites), ``posterior_error_resampled``
+    ``posterior_sd_error`` are the largest over all sites), ``posterior_distances``
+    (per parameter: standardised mean error, sd ratio, W1; jointly: sliced W1 and the
+    Gaussian W2, see :func:`reference_distances`) with its summaries as
+    ``posterior_w1_mean`` etc., ``posterior_error_resampled``
     (and its two summaries with that suffix) the same for the
     importance-resampled guide (``resample_particles`` particles per draw, stratified
     as ``objective`` trains: the posterior that importance-weighted objectives fit, see
@@ -214,9 +228,9 @@ def _posterior_errors(model, target, guide, args, settings, objective) -> dict[s
     if reference is None:
         return {}
     sites, size, depth = list(reference), settings.posterior_samples, model.max_plate_nesting
-    errors = {"posterior_error": standardized_errors(
-        guide_draws(target, guide, args, sites, size, depth), reference
-    )}  # fmt: skip
+    draws = guide_draws(target, guide, args, sites, size, depth)
+    errors = {"posterior_error": standardized_errors(draws, reference)}
+    distances = reference_distances(draws, reference)
     if settings.resample_particles:
         resampled = importance_resampled_draws(
             target, guide, args, sites, size,
@@ -231,4 +245,7 @@ def _posterior_errors(model, target, guide, args, settings, objective) -> dict[s
         for error in ("mean", "sd"):
             worst = max(site[f"{error}_error_max"] for site in per_site.values())
             summaries[f"posterior_{error}_error{suffix}"] = worst
+    summaries["posterior_distances"] = distances
+    for key in DISTANCE_SUMMARIES:
+        summaries[f"posterior_{key}"] = distances[key]
     return errors | summaries

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyro.optim
@@ -14,9 +14,18 @@ from pyro import poutine
 from pyro_elbo_lab.devices import resolve_device
 from pyro_elbo_lab.engine import refuse_model_parameters, require_reparameterized
 from pyro_elbo_lab.errors import ConfigError, require
+from pyro_elbo_lab.fitters.gaussian import require_gaussian_guide
 from pyro_elbo_lab.lab.learned import model_parameter_names
 from pyro_elbo_lab.models.base import LatentVariableModel
-from pyro_elbo_lab.registry import Component, guides, models, objectives, parameter_names
+from pyro_elbo_lab.registry import (
+    Component,
+    check_parameters,
+    fitters,
+    guides,
+    models,
+    objectives,
+    parameter_names,
+)
 
 
 @dataclass
@@ -31,6 +40,9 @@ class Components:
     model_entry: Component
     guide_entry: Component
     objective_entry: Component
+    #: ``svi`` (the objective and optimiser step the guide) or a registered fitter
+    fitter_name: str = "svi"
+    fitter_params: dict[str, Any] = field(default_factory=dict)
 
 
 def _params(node: Any, group: str) -> tuple[str, dict[str, Any]]:
@@ -65,6 +77,7 @@ def build_components(config: Any) -> Components:
     objective = objectives.build(objective_name, **objective_params)
     guide = guides.build(guide_name, model, **guide_params)
     optim = _build_optim(config.optim)
+    fitter_name, fitter_params = _params(config.get("fitter") or {"name": "svi"}, "fitter")
     components = Components(
         model=model,
         guide=guide,
@@ -74,6 +87,8 @@ def build_components(config: Any) -> Components:
         model_entry=model_entry,
         guide_entry=guide_entry,
         objective_entry=objective_entry,
+        fitter_name=fitter_name,
+        fitter_params=fitter_params,
     )
     check_compatible(components)
     return components
@@ -105,6 +120,9 @@ def _build_optim(node: Any) -> pyro.optim.PyroOptim:
 
 def check_compatible(components: Components) -> None:
     """Combinations that cannot work fail here, naming the fix."""
+    if components.fitter_name != "svi":
+        _check_fitter(components)
+        return
     model, objective_entry = components.model, components.objective_entry
     if model.enumerated_sites and not getattr(components.objective, "enumerates", False):
         raise ConfigError(
@@ -125,4 +143,23 @@ def check_compatible(components: Components) -> None:
             guide_trace,
             f"objective '{objective_entry.name}'",
             stratified=getattr(objective, "supports_stratified", False),
+        )
+
+
+def _check_fitter(components: Components) -> None:
+    """A non-SVI fitter: a known name, its own options, a Gaussian guide, no θ to learn."""
+    name = components.fitter_name
+    if name not in fitters:
+        raise ConfigError(
+            f"unknown fitter '{name}'; choose svi or one of {', '.join(fitters.names())}"
+        )
+    check_parameters(
+        f"fitter '{name}'", fitters.get(name).factory, components.fitter_params, num_positional=2
+    )
+    require_gaussian_guide(components.guide, name)
+    names = model_parameter_names(components.model, components.model.train_data)
+    if names:
+        raise ConfigError(
+            f"fitter={name} fits the guide only, but model '{components.model_entry.name}' "
+            f"has parameters to learn ({names[0]}, ...); use fitter=svi"
         )

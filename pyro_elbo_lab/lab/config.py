@@ -20,16 +20,19 @@ T = TypeVar("T")
 
 @dataclass
 class LabConfig:
-    """One run: ``model × guide × objective × optim × seed``.
+    """One run: ``model × guide × fitter (objective × optim, or another method) × seed``.
 
-    ``model``/``guide``/``objective`` hold a registered ``name`` and that component's
-    parameters; ``optim`` a ``name`` and a Hydra ``_target_`` with its arguments.
+    ``model``/``guide``/``objective``/``fitter`` hold a registered ``name`` and that
+    component's parameters; ``optim`` a ``name`` and a Hydra ``_target_`` with its
+    arguments. ``fitter=svi`` steps the objective with the optimiser; other fitters
+    ignore both.
     """
 
     model: Any = MISSING
     guide: Any = MISSING
     objective: Any = MISSING
     optim: Any = MISSING
+    fitter: Any = MISSING
     tracker: Any = MISSING
     seed: int = 0
     #: the step budget, and the cap of every other budget

@@ -1,4 +1,5 @@
-"""The SVI loop: fit until a budget is spent or the loss converges; stop on divergence."""
+"""The fit loop: step a fitter (SVI by default) until a budget is spent or it converges;
+stop on divergence."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 
 from pyro_elbo_lab.engine import CompiledSVI, CountedModel
 from pyro_elbo_lab.errors import ConfigError, require
+from pyro_elbo_lab.fitters import Fitter
 from pyro_elbo_lab.lab.budget import BudgetSettings, Spending, checkpoint_fractions
 from pyro_elbo_lab.lab.components import Components
 from pyro_elbo_lab.lab.console import interactive
@@ -23,6 +25,7 @@ from pyro_elbo_lab.lab.convergence import ConvergenceSettings, RelativeChangeRul
 from pyro_elbo_lab.lab.step_size import BudgetDecay
 from pyro_elbo_lab.objectives.pyro_builtin import scalar_loss
 from pyro_elbo_lab.optim import FusedAdam
+from pyro_elbo_lab.registry import fitters
 
 PARAMETER_CHECK_EVERY = 25
 
@@ -57,6 +60,8 @@ class FitResult:
     #: time of the steps after the first, which pays one-off set-up (guide prototype, caches)
     steady_time_s: float = 0.0
     model_evals: int = 0
+    #: log-density gradient evaluations (SVI: one per model evaluation)
+    gradient_evals: int = 0
     #: ``steps``, ``model_evals`` or ``seconds`` (a budget), ``converged`` or ``diverged``
     stopped_by: str = ""
     convergence_message: str | None = None
@@ -115,6 +120,44 @@ def _svi(components: Components, model: CountedModel) -> SVI:
     return SVI(model, components.guide, optim, loss=objective)
 
 
+class SVIFitter(Fitter):
+    """``fitter=svi``: Pyro's SVI with the run's objective and optimiser.
+
+    Model evaluations are counted by :class:`~pyro_elbo_lab.engine.CountedModel`; a
+    compiled step, which replays a traced pass without calling the model, costs what
+    the last eager step cost. Every evaluation carries a gradient.
+    """
+
+    def __init__(self, components: Components) -> None:
+        self.counted = CountedModel(components.model)
+        self.svi = _svi(components, self.counted)
+        self.data = components.model.train_data
+        self.reports_loss = getattr(components.objective, "reports_loss", True)
+        self._evals_per_step = 0
+        self._evals = 0
+
+    def step(self) -> float:
+        before = self.counted.count
+        value = self.svi.step(self.data)
+        if self.counted.count > before:
+            self._evals_per_step = self.counted.count - before
+        self._evals += self._evals_per_step
+        return scalar_loss(value) if self.reports_loss else math.nan
+
+    @property
+    def model_evals(self) -> int:
+        return self._evals
+
+
+def make_fitter(components: Components) -> Fitter:
+    """The run's fitter: :class:`SVIFitter`, or the registered method ``fitter.name``."""
+    if components.fitter_name == "svi":
+        return SVIFitter(components)
+    return fitters.build(
+        components.fitter_name, components.model, components.guide, **components.fitter_params
+    )
+
+
 def fit(
     components: Components,
     plan: FitPlan,
@@ -123,50 +166,48 @@ def fit(
     on_step: Callable[[int, float], None] | None = None,
     measure: Callable[[], dict[str, Any]] | None = None,
 ) -> FitResult:
-    """Run SVI steps on the training data until ``plan``'s budget is spent, the loss
-    converges (``plan.convergence``) or the fit diverges. ``on_step(step, loss)`` sees
-    every step's loss (e.g. a tracker); ``measure()``, the anytime metric, runs at
-    ``plan.checkpoints`` log-spaced fractions of the budget with the clock stopped.
+    """Step the run's fitter (:func:`make_fitter`) until ``plan``'s budget is spent, the
+    loss converges (``plan.convergence``) or the fitter's own rule stops it, or the fit
+    diverges. ``on_step(step, loss)`` sees every step's loss (e.g. a tracker);
+    ``measure()``, the anytime metric, runs at ``plan.checkpoints`` log-spaced fractions
+    of the budget with the clock stopped.
 
-    Model evaluations are counted by :class:`~pyro_elbo_lab.engine.CountedModel`; a
-    compiled step, which replays a traced pass without calling the model, costs what
-    the last eager step cost. Divergence: a non-finite loss (objectives whose registry
-    entry says ``reports_loss=False``, such as tail-adaptive, record NaN instead) or
-    non-finite parameters, checked every ``PARAMETER_CHECK_EVERY`` steps and at the end.
+    Cost is what the fitter counts (:attr:`Fitter.model_evals`, K particles = K).
+    Divergence: a non-finite loss (objectives whose registry entry says
+    ``reports_loss=False``, such as tail-adaptive, record NaN instead) or non-finite
+    parameters, checked every ``PARAMETER_CHECK_EVERY`` steps and at the end.
     """
-    counted = CountedModel(components.model)
-    svi = _svi(components, counted)
+    fitter = make_fitter(components)
     decay = None
     if plan.final_lr_fraction < 1:
-        if isinstance(svi, CompiledSVI):
+        if not isinstance(fitter, SVIFitter):
+            raise ConfigError(
+                f"final_lr_fraction < 1 decays the optimiser's learning rate, which "
+                f"fitter={components.fitter_name} has none of; use final_lr_fraction=1"
+            )
+        if isinstance(fitter.svi, CompiledSVI):
             raise ConfigError(
                 "final_lr_fraction < 1 changes the learning rate every step, which the "
                 "compiled Adam update (optim=fused_adam with a compiled objective) holds "
                 "fixed; use optim=adam, or final_lr_fraction=1"
             )
         decay = BudgetDecay(components.optim, plan.final_lr_fraction)
-    reports_loss = getattr(components.objective, "reports_loss", True)
+    reports_loss = fitter.reports_loss
     rule = (
         RelativeChangeRule(plan.convergence)
         if plan.convergence.tol_rel_obj is not None and reports_loss
         else None
     )
     checkpoints = checkpoint_fractions(plan.checkpoints) if measure is not None else []
-    data = components.model.train_data
     result = FitResult()
     spent = Spending()
-    evals_per_step = 0
     show = progress_bar and interactive()
     with tqdm(total=100, disable=not show, desc=label, leave=False) as bar:
         while True:
             start = time.perf_counter()
-            before = counted.count
-            step_value = svi.step(data)
-            loss = scalar_loss(step_value) if reports_loss else math.nan
-            if counted.count > before:
-                evals_per_step = counted.count - before
+            loss = fitter.step()
             spent.steps += 1
-            spent.model_evals += evals_per_step
+            spent.model_evals = fitter.model_evals
             finite = math.isfinite(loss) if reports_loss else True
             if finite and spent.steps % PARAMETER_CHECK_EVERY == 1:
                 finite = _parameters_finite()
@@ -181,6 +222,7 @@ def fit(
                 break
             if rule is not None:
                 result.convergence_message = rule.update(loss)
+            result.convergence_message = result.convergence_message or fitter.converged
             result.stopped_by = spent.exhausted_limit(plan.budget, plan.steps) or (
                 "converged" if result.convergence_message else ""
             )
@@ -190,7 +232,7 @@ def fit(
             if checkpoints and (fraction >= checkpoints[0] or result.stopped_by):
                 # one measurement for every checkpoint this step passed; the last at the stop
                 checkpoints = [] if result.stopped_by else [f for f in checkpoints if f > fraction]
-                _record_checkpoint(result, spent, measure)
+                _record_checkpoint(result, spent, fitter.gradient_evals, measure)
             if show:
                 bar.n = min(100, int(100 * fraction))
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
@@ -201,15 +243,18 @@ def fit(
         result.diverged, result.stopped_by = True, "diverged"
     result.wall_time_s = spent.seconds
     result.model_evals = spent.model_evals
+    result.gradient_evals = fitter.gradient_evals
     return result
 
 
 def _record_checkpoint(
-    result: FitResult, spent: Spending, measure: Callable[[], dict[str, Any]]
+    result: FitResult,
+    spent: Spending,
+    gradient_evals: int,
+    measure: Callable[[], dict[str, Any]],
 ) -> None:
     start = time.perf_counter()
     metrics = measure()
     result.checkpoint_time_s += time.perf_counter() - start
-    result.checkpoints.append(
-        {"step": spent.steps, "model_evals": spent.model_evals, "seconds": spent.seconds, **metrics}
-    )
+    cost = {"model_evals": spent.model_evals, "gradient_evals": gradient_evals}
+    result.checkpoints.append({"step": spent.steps, **cost, "seconds": spent.seconds, **metrics})

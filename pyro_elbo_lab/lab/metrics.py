@@ -36,12 +36,19 @@ METRICS: tuple[Metric, ...] = (
     Metric("active_units_count", "active units"),
     Metric("posterior_mean_error", "max mean error (sd)", lower_is_better=True),
     Metric("posterior_sd_error", "max sd error", lower_is_better=True),
+    Metric("posterior_w1_mean", "mean W1 (sd)", lower_is_better=True),
+    Metric("posterior_w1_max", "max W1 (sd)", lower_is_better=True),
+    Metric("posterior_sliced_w1", "sliced W1 (sd)", lower_is_better=True),
+    Metric("posterior_gaussian_w2", "Gaussian W2 (sd)", lower_is_better=True),
+    Metric("posterior_sd_ratio_min", "min sd ratio"),
+    Metric("posterior_sd_ratio_max", "max sd ratio"),
     Metric(
         "posterior_mean_error_resampled", "resampled: max mean error (sd)", lower_is_better=True
     ),
     Metric("posterior_sd_error_resampled", "resampled: max sd error", lower_is_better=True),
     Metric("final_loss", "final loss", "fit", lower_is_better=True),
     Metric("model_evals", "model evals", "fit"),
+    Metric("gradient_evals", "gradient evals", "fit"),
     Metric("wall_time_s", "fit seconds", "fit", lower_is_better=True),
     Metric("steps_per_second", "steps/s", "fit"),
 )

@@ -61,10 +61,17 @@ class Row:
 
 
 def _row_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's settings; a fitter other than ``svi`` is the row's method and takes the
+    objective's place (its options as ``objective.*``), since it uses no objective."""
     tuned = set((record.get("tuning") or {}).get("values", {}))
+    config = dict(record["config"])
+    fitter = config.pop("fitter", None) or {"name": "svi"}
+    if fitter.get("name", "svi") != "svi":
+        config["objective"] = fitter
+        config.pop("optim", None)
     return {
         key: repr(value) if isinstance(value, list) else value
-        for key, value in flatten(record["config"])
+        for key, value in flatten(config)
         if key.split(".")[0] not in IGNORED_KEYS and key not in tuned
     }
 

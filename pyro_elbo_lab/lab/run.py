@@ -74,10 +74,7 @@ def run(
         "message": None,
         "config": OmegaConf.to_container(config, resolve=True),
         "seed": config.get("seed"),
-        "components": {
-            group: (config.get(group) or {}).get("name")
-            for group in ("model", "guide", "objective", "optim")
-        },
+        "components": _component_names(config),
         "role": "tuning" if config.tuning.trial else "reported",
         "versions": package_versions(),
         "git_commit": git_commit(),
@@ -195,6 +192,19 @@ def _finish(record: dict[str, Any], output_dir: str | Path | None, tracker: Trac
     tracker.finish(record, files)
 
 
+def _component_names(config: DictConfig) -> dict[str, Any]:
+    """Each group's name; a fitter other than ``svi`` is the run's method, so it stands in
+    for the objective (which it does not use)."""
+    names = {
+        group: (config.get(group) or {}).get("name")
+        for group in ("model", "guide", "objective", "optim", "fitter")
+    }
+    names["fitter"] = names["fitter"] or "svi"
+    if names["fitter"] != "svi":
+        names["objective"] = names["fitter"]
+    return names
+
+
 def _sweep_dir(sweep_dir: str | Path | None, output_dir: str | Path | None) -> Path:
     if sweep_dir is not None:
         return Path(sweep_dir)
@@ -226,6 +236,7 @@ def _fit_summary(result: FitResult, config: DictConfig) -> dict[str, Any]:
         "convergence": result.convergence_message,
         "steps_completed": result.steps_completed,
         "model_evals": result.model_evals,
+        "gradient_evals": result.gradient_evals,
         "wall_time_s": result.wall_time_s,
         "checkpoint_time_s": result.checkpoint_time_s,
         "steps_per_second": result.steps_per_second,

@@ -16,7 +16,10 @@ from pyro_elbo_lab.registry import models
 JITTER = 1e-10
 
 
-@models.register("gp_pois_regr")
+@models.register(
+    "gp_pois_regr",
+    description="posteriordb gp_pois_regr-gp_pois_regr: Poisson counts with a latent GP; 13 params",
+)
 class GaussianProcessPoisson(PosteriorDBModel):
     r"""posteriordb ``gp_pois_regr-gp_pois_regr``: :math:`k_n \sim \mathrm{Poisson}(e^{f_n})`,
     :math:`f = L\tilde f`, :math:`LL^\top = \alpha^2 \exp(-(x_i - x_j)^2 / 2\rho^2) +
@@ -62,10 +65,13 @@ class GaussianProcessPoisson(PosteriorDBModel):
 
 def _kernel_cholesky(inputs: torch.Tensor, rho: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """Cholesky factor of the squared-exponential kernel plus jitter, float64, with the
-    batch dims of ``rho`` (``[K, 1]`` under a particle plate) before the two matrix dims."""
+    batch dims of ``rho`` (``[K, 1]`` under a particle plate) before the two matrix dims;
+    NaN where the factorisation fails (only far outside the posterior: huge α or ρ)."""
     inputs = inputs.double()
     squared = (inputs[:, None] - inputs[None, :]) ** 2
     rho, alpha = rho.double().unsqueeze(-1), alpha.double().unsqueeze(-1)
     kernel = alpha**2 * torch.exp(-squared / (2 * rho**2))
     eye = torch.eye(len(inputs), dtype=torch.float64, device=inputs.device)
-    return torch.linalg.cholesky(kernel + JITTER * eye)
+    factor, failed = torch.linalg.cholesky_ex(kernel + JITTER * eye)
+    # Stan rejects a draw whose kernel is not numerically positive definite; NaN does here
+    return torch.where(failed[..., None, None] == 0, factor, torch.nan)

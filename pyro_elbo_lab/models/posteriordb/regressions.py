@@ -76,7 +76,13 @@ class LinearRegressionPort(PosteriorDBModel):
         return torch.zeros((), device=self.device)
 
 
-@models.register("kidiq")
+@models.register(
+    "kidiq",
+    description=(
+        "posteriordb kidiq-kidscore_momiq: test score on mother's IQ;"
+        " 3 params, β₁β₂ correlation ≈ −0.99"
+    ),
+)
 class KidIQ(LinearRegressionPort):
     """posteriordb ``kidiq-kidscore_momiq``: child's test score on mother's IQ (Gelman & Hill
     2007, ch. 3); flat β, half-Cauchy(2.5) σ. Uncentred IQ makes β₁, β₂ correlate ≈ −0.99."""
@@ -92,7 +98,13 @@ class KidIQ(LinearRegressionPort):
         return dist.HalfCauchy(self._zero() + 2.5)
 
 
-@models.register("kidiq_interaction")
+@models.register(
+    "kidiq_interaction",
+    description=(
+        "posteriordb kidiq_with_mom_work-kidscore_interaction_c: centred interaction regression;"
+        " 5 params"
+    ),
+)
 class KidIQInteraction(LinearRegressionPort):
     """posteriordb ``kidiq_with_mom_work-kidscore_interaction_c``: score on centred mother's
     high school, IQ and their interaction; flat priors."""
@@ -111,7 +123,13 @@ class KidIQInteraction(LinearRegressionPort):
         return _column_stack(torch.ones_like(iq), school, iq, school * iq), data["kid_score"]
 
 
-@models.register("earnings")
+@models.register(
+    "earnings",
+    description=(
+        "posteriordb earnings-logearn_interaction: log earnings on height × sex, uncentred;"
+        " 5 params"
+    ),
+)
 class Earnings(LinearRegressionPort):
     """posteriordb ``earnings-logearn_interaction``: log earnings on height, sex and their
     interaction (Gelman & Hill 2007, ch. 4); flat priors, uncentred height."""
@@ -131,7 +149,13 @@ class Earnings(LinearRegressionPort):
         return columns, data["earn"].log()
 
 
-@models.register("mesquite")
+@models.register(
+    "mesquite",
+    description=(
+        "posteriordb mesquite-logmesquite_logvas: log shrub weight on six log-scale predictors;"
+        " 8 params"
+    ),
+)
 class Mesquite(LinearRegressionPort):
     """posteriordb ``mesquite-logmesquite_logvas``: log shrub weight on log canopy volume,
     area, shape, height, density and group (Gelman & Hill 2007, ch. 4); flat priors."""
@@ -165,7 +189,12 @@ class Mesquite(LinearRegressionPort):
         return columns, data["weight"].log()
 
 
-@models.register("nes")
+@models.register(
+    "nes",
+    description=(
+        "posteriordb nes1976-nes: party identification regression, 1976 election study; 10 params"
+    ),
+)
 class NES(LinearRegressionPort):
     """posteriordb ``nes1976-nes``: party identification on ideology, race, age group,
     education, gender and income, 1976 National Election Study; flat priors."""
@@ -196,7 +225,10 @@ class NES(LinearRegressionPort):
         return columns, data["partyid7"]
 
 
-@models.register("sblrc")
+@models.register(
+    "sblrc",
+    description="posteriordb sblrc-blr: Bayesian linear regression with N(0, 10²) priors; 6 params",
+)
 class SBLRC(LinearRegressionPort):
     """posteriordb ``sblrc-blr``: Bayesian linear regression, β ~ N(0, 10²), σ ~ N⁺(0, 10²)."""
 
@@ -218,7 +250,12 @@ class SBLRC(LinearRegressionPort):
         return dist.HalfNormal(self._zero() + 10.0)
 
 
-@models.register("diamonds")
+@models.register(
+    "diamonds",
+    description=(
+        "posteriordb diamonds-diamonds: 24 strongly correlated coefficients (brms); 26 params"
+    ),
+)
 class Diamonds(LinearRegressionPort):
     """posteriordb ``diamonds-diamonds`` (brms): log price on 24 centred, strongly
     correlated predictors; b ~ N(0, 1), Intercept ~ t₃(8, 10), σ ~ t₃⁺(0, 10).

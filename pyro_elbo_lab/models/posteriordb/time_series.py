@@ -32,7 +32,10 @@ def _after(first: torch.Tensor, series: torch.Tensor) -> torch.Tensor:
     return torch.cat([first, series[:-1].expand(*first.shape[:-1], -1)], -1)
 
 
-@models.register("ark")
+@models.register(
+    "ark",
+    description="posteriordb arK-arK: AR(5) time series; 7 params",
+)
 class AutoRegressive(LinearRegressionPort):
     r"""posteriordb ``arK-arK``: :math:`y_t \sim \mathcal N(\alpha + \sum_k \beta_k y_{t-k},
     \sigma^2)` for t > K; α, β ~ N(0, 10²), σ ~ half-Cauchy(2.5). A regression on lags."""
@@ -55,7 +58,10 @@ class AutoRegressive(LinearRegressionPort):
         return dist.HalfCauchy(self._zero() + 2.5)
 
 
-@models.register("arma11")
+@models.register(
+    "arma11",
+    description="posteriordb arma-arma11: ARMA(1,1) time series; 4 params",
+)
 class ARMA11(PosteriorDBModel):
     r"""posteriordb ``arma-arma11``: :math:`y_t = \mu + \phi y_{t-1} + \theta\,\epsilon_{t-1}
     + \epsilon_t`, :math:`\epsilon_t \sim \mathcal N(0, \sigma^2)`, with
@@ -88,7 +94,10 @@ class ARMA11(PosteriorDBModel):
             pyro.sample("obs", dist.Normal(series - errors, sigma), obs=series)
 
 
-@models.register("garch11")
+@models.register(
+    "garch11",
+    description="posteriordb garch-garch11: GARCH(1,1) volatility, constrained; 4 params",
+)
 class GARCH11(PosteriorDBModel):
     r"""posteriordb ``garch-garch11``: :math:`y_t \sim \mathcal N(\mu, \sigma_t^2)`,
     :math:`\sigma_t^2 = \alpha_0 + \alpha_1 (y_{t-1} - \mu)^2 + \beta_1 \sigma_{t-1}^2`,
