@@ -83,8 +83,8 @@ def evaluate_guide(
     ``posterior_sd_error`` are the largest over all sites), ``posterior_distances``
     (per parameter: standardised mean error, sd ratio, W1; jointly: sliced W1 and the
     Gaussian W2, see :func:`reference_distances`) with its summaries as
-    ``posterior_w1_mean`` etc., ``posterior_error_resampled``
-    (and its two summaries with that suffix) the same for the
+    ``posterior_w1_mean`` etc., ``posterior_error_resampled`` (and every summary with
+    that suffix) the same for the
     importance-resampled guide (``resample_particles`` particles per draw, stratified
     as ``objective`` trains: the posterior that importance-weighted objectives fit, see
     :func:`importance_resampled_draws`), ``gaussian_kl`` per site where both are
@@ -230,7 +230,7 @@ def _posterior_errors(model, target, guide, args, settings, objective) -> dict[s
     sites, size, depth = list(reference), settings.posterior_samples, model.max_plate_nesting
     draws = guide_draws(target, guide, args, sites, size, depth)
     errors = {"posterior_error": standardized_errors(draws, reference)}
-    distances = reference_distances(draws, reference)
+    distances = {"": reference_distances(draws, reference)}
     if settings.resample_particles:
         resampled = importance_resampled_draws(
             target, guide, args, sites, size,
@@ -239,13 +239,15 @@ def _posterior_errors(model, target, guide, args, settings, objective) -> dict[s
             stratify=getattr(objective, "supports_stratified", False),
         )  # fmt: skip
         errors["posterior_error_resampled"] = standardized_errors(resampled, reference)
+        distances["_resampled"] = reference_distances(resampled, reference)
     summaries = {}
     for key, per_site in errors.items():
         suffix = key.removeprefix("posterior_error")
         for error in ("mean", "sd"):
             worst = max(site[f"{error}_error_max"] for site in per_site.values())
             summaries[f"posterior_{error}_error{suffix}"] = worst
-    summaries["posterior_distances"] = distances
-    for key in DISTANCE_SUMMARIES:
-        summaries[f"posterior_{key}"] = distances[key]
+    for suffix, found in distances.items():
+        summaries[f"posterior_distances{suffix}"] = found
+        for key in DISTANCE_SUMMARIES:
+            summaries[f"posterior_{key}{suffix}"] = found[key]
     return errors | summaries
