@@ -14,6 +14,7 @@ from pyro_elbo_lab.evaluation.checkpoints import CheckpointSettings
 from pyro_elbo_lab.lab.budget import BudgetSettings
 from pyro_elbo_lab.lab.convergence import ConvergenceSettings
 from pyro_elbo_lab.lab.tuning import TuneSettings
+from pyro_elbo_lab.lab.vsbc import VSBCSettings
 
 T = TypeVar("T")
 
@@ -54,6 +55,8 @@ class LabConfig:
     #: guide draws written as ArviZ data (posterior.nc) beside the record; 0: none
     posterior_draws: int = 0
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    #: > 0 data sets: VSBC (simulate, fit, calibrate) instead of one fit
+    vsbc: VSBCSettings = field(default_factory=VSBCSettings)
 
 
 def settings(node: Any, kind: type[T]) -> T:

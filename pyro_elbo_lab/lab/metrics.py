@@ -46,6 +46,8 @@ METRICS: tuple[Metric, ...] = (
         "posterior_mean_error_resampled", "resampled: max mean error (sd)", lower_is_better=True
     ),
     Metric("posterior_sd_error_resampled", "resampled: max sd error", lower_is_better=True),
+    Metric("vsbc_min_pvalue", "VSBC min KS p"),
+    Metric("vsbc_max_asymmetry", "VSBC max asymmetry", lower_is_better=True),
     Metric("final_loss", "final loss", "fit", lower_is_better=True),
     Metric("model_evals", "model evals", "fit"),
     Metric("gradient_evals", "gradient evals", "fit"),

@@ -99,7 +99,7 @@ def plot_anytime(rows: Sequence[Row], path: Path) -> None:
     """
     curves = {}
     for row in rows:
-        runs = [r["fit"]["checkpoints"] for r in row.ok() if r["fit"].get("checkpoints")]
+        runs = [r["fit"]["checkpoints"] for r in row.ok() if r.get("fit", {}).get("checkpoints")]
         if runs:
             curves[row.label()] = runs
     if not curves:

@@ -36,6 +36,7 @@ from pyro_elbo_lab.lab.record import (
 from pyro_elbo_lab.lab.resume import config_hash
 from pyro_elbo_lab.lab.trackers import Tracker, build_tracker
 from pyro_elbo_lab.lab.tuning import TuneSettings
+from pyro_elbo_lab.lab.vsbc import VSBCSettings, simulation_based_calibration
 
 
 def validate(config: DictConfig) -> None:
@@ -48,6 +49,7 @@ def validate(config: DictConfig) -> None:
     fit_plan(config)
     settings(config.evaluation, EvaluationSettings)
     settings(config.tuning, TuneSettings)
+    settings(config.vsbc, VSBCSettings)
     require_positive_int("posterior_draws", config.posterior_draws, minimum=0)
     if config.posterior_draws:
         xarray_module()
@@ -92,75 +94,15 @@ def run(
             Path(output_dir).name if output_dir is not None else "run",
         )
         tracker.start(_label(record), dict(flatten(record["config"])))
-        pyro.clear_param_store()
-        pyro.set_rng_seed(config.seed)
-        components = build_components(config)
-        record["device"] = str(components.device)
-        record["torch_threads"] = torch.get_num_threads()
-        plan = fit_plan(config)
-        probe = (
-            CheckpointProbe(components.model, settings(config.checkpoints, CheckpointSettings))
-            if plan.checkpoints
-            else None
-        )
-        result = fit(
-            components,
-            plan,
-            config.progress_bar,
-            label=_label(record),
-            on_step=tracker.log_loss,
-            measure=(lambda: probe(_evaluation_guide(components))) if probe else None,
-        )
-        record["fit"] = _fit_summary(result, config)
-        if result.diverged:
-            record["status"] = "diverged"
-            record["message"] = (
-                f"loss or parameters became non-finite by step {result.steps_completed} "
-                f"(last loss {result.losses[-1]}); lower optim.optim_args.lr or check the model"
-            )
-        else:
-            start = time.perf_counter()
-            evaluation_guide = _evaluation_guide(components)
-            with components.model.without_subsampling():
-                record["metrics"] = evaluate_guide(
-                    components.model,
-                    evaluation_guide,
-                    settings(config.evaluation, EvaluationSettings),
-                    objective=components.objective,
-                )
-            record["metrics"]["bounds_valid"] = not components.guide_entry.trait("point_estimate")
-            record["evaluation_time_s"] = time.perf_counter() - start
-            learned = model_parameter_names(components.model, components.model.train_data)
-            if learned:
-                record["model_parameters"] = {
-                    "names": learned,
-                    "trained_by": getattr(components.objective, "model_gradient", "bound"),
-                }
-                if output_dir is not None:
-                    record["model_parameters"]["file"] = save_model_parameters(
-                        learned, Path(output_dir)
-                    )
-            if output_dir is not None:
-                with components.model.without_subsampling():
-                    written = write_predictions(
-                        components.model, evaluation_guide, Path(output_dir)
-                    )
-                    if config.posterior_draws:
-                        record["posterior_files"] = write_posterior_files(
-                            components.model,
-                            evaluation_guide,
-                            config.posterior_draws,
-                            Path(output_dir),
-                            {key: str(value) for key, value in record["components"].items()},
-                        )
-                if written is not None:
-                    record["predictions"] = written
-                if components.model.learns_parameters:
-                    with random_streams_restored():
-                        record["images"] = write_image_grids(
-                            components.model, evaluation_guide, Path(output_dir)
-                        )
+        calibration = settings(config.vsbc, VSBCSettings)
+        if calibration.datasets:
+            record["vsbc"] = simulation_based_calibration(config, fit_plan(config), calibration)
+            record["metrics"] = {
+                f"vsbc_{key}": record["vsbc"][key] for key in ("min_pvalue", "max_asymmetry")
+            }
             record["status"] = "ok"
+        else:
+            _fit_and_evaluate(config, record, output_dir, tracker)
     except Exception as error:
         record["status"] = "failed"
         record["message"] = f"{type(error).__name__}: {error}"
@@ -170,6 +112,79 @@ def run(
             raise
     _finish(record, output_dir, tracker)
     return record
+
+
+def _fit_and_evaluate(
+    config: DictConfig, record: dict[str, Any], output_dir: str | Path | None, tracker: Tracker
+) -> None:
+    """One fit of ``config`` and its evaluation and files, into ``record``."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(config.seed)
+    components = build_components(config)
+    record["device"] = str(components.device)
+    record["torch_threads"] = torch.get_num_threads()
+    plan = fit_plan(config)
+    probe = (
+        CheckpointProbe(components.model, settings(config.checkpoints, CheckpointSettings))
+        if plan.checkpoints
+        else None
+    )
+    result = fit(
+        components,
+        plan,
+        config.progress_bar,
+        label=_label(record),
+        on_step=tracker.log_loss,
+        measure=(lambda: probe(_evaluation_guide(components))) if probe else None,
+    )
+    record["fit"] = _fit_summary(result, config)
+    if result.diverged:
+        record["status"] = "diverged"
+        record["message"] = (
+            f"loss or parameters became non-finite by step {result.steps_completed} "
+            f"(last loss {result.losses[-1]}); lower optim.optim_args.lr or check the model"
+        )
+    else:
+        start = time.perf_counter()
+        evaluation_guide = _evaluation_guide(components)
+        with components.model.without_subsampling():
+            record["metrics"] = evaluate_guide(
+                components.model,
+                evaluation_guide,
+                settings(config.evaluation, EvaluationSettings),
+                objective=components.objective,
+            )
+        record["metrics"]["bounds_valid"] = not components.guide_entry.trait("point_estimate")
+        record["evaluation_time_s"] = time.perf_counter() - start
+        learned = model_parameter_names(components.model, components.model.train_data)
+        if learned:
+            record["model_parameters"] = {
+                "names": learned,
+                "trained_by": getattr(components.objective, "model_gradient", "bound"),
+            }
+            if output_dir is not None:
+                record["model_parameters"]["file"] = save_model_parameters(
+                    learned, Path(output_dir)
+                )
+        if output_dir is not None:
+            with components.model.without_subsampling():
+                written = write_predictions(components.model, evaluation_guide, Path(output_dir))
+                if config.posterior_draws:
+                    record["posterior_files"] = write_posterior_files(
+                        components.model,
+                        evaluation_guide,
+                        config.posterior_draws,
+                        Path(output_dir),
+                        {key: str(value) for key, value in record["components"].items()},
+                    )
+            if written is not None:
+                record["predictions"] = written
+            if components.model.learns_parameters:
+                with random_streams_restored():
+                    record["images"] = write_image_grids(
+                        components.model, evaluation_guide, Path(output_dir)
+                    )
+        record["status"] = "ok"
 
 
 def _finish(record: dict[str, Any], output_dir: str | Path | None, tracker: Tracker) -> None:

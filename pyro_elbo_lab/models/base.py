@@ -9,10 +9,22 @@ from typing import ClassVar
 
 import pyro
 import torch
-from pyro.distributions import Distribution
+from pyro import poutine
+from pyro.distributions import Distribution, ImproperUniform
+from pyro.poutine.uncondition_messenger import UnconditionMessenger
+from pyro.poutine.util import site_is_subsample
 
 from pyro_elbo_lab.devices import resolve_device
 from pyro_elbo_lab.errors import ConfigError, require_finite_tensor, require_positive_int
+
+
+class _SampleObservations(UnconditionMessenger):
+    """``poutine.uncondition`` for data only: ``pyro.deterministic`` sites (observed Deltas
+    under the hood) keep their computed values."""
+
+    def _process_message(self, msg: dict) -> None:
+        if not msg["infer"].get("_deterministic"):
+            super()._process_message(msg)
 
 
 class LatentVariableModel(abc.ABC):
@@ -147,6 +159,52 @@ class LatentVariableModel(abc.ABC):
         the reference names other quantities (a non-centred model's reference gives the
         centred values): identity by default."""
         return draws
+
+    def prior_predictive(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """θ ~ p(θ) and data x ~ p(x | θ) from the Pyro model itself: its observed sites
+        are sampled instead (as ``poutine.uncondition`` does, deterministic sites aside;
+        Pyro's global RNG) and put where the
+        training data hold them (:meth:`with_observations`). Returns the latent sites'
+        values and the simulated data, shaped like :attr:`train_data`.
+
+        Raises :class:`ConfigError` for an improper prior (it has no draws) or a data
+        layout :meth:`with_observations` cannot fill.
+        """
+        with poutine.block(), torch.no_grad():
+            conditioned = poutine.trace(self.model).get_trace(self.train_data)
+            simulated = poutine.trace(_SampleObservations()(self.model)).get_trace(self.train_data)
+        observed, latents = {}, {}
+        for name, site in conditioned.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            if isinstance(site["fn"], ImproperUniform):
+                raise ConfigError(
+                    f"{type(self).__name__}: site '{name}' has an improper (flat) prior, "
+                    "which has no draws; prior simulation (VSBC) needs a proper prior"
+                )
+            value = simulated.nodes[name]["value"]
+            if site["is_observed"]:
+                observed[name] = value
+            elif not site["infer"].get("_deterministic"):
+                latents[name] = value
+        return latents, self.with_observations(observed)
+
+    def with_observations(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Training data with the observed sites' values replaced by ``observations``.
+
+        Default: one observed site whose value has the data's shape is the data. Models
+        whose data also hold covariates override this.
+        """
+        if len(observations) == 1:
+            (value,) = observations.values()
+            if value.shape == self.train_data.shape:
+                return value
+        raise ConfigError(
+            f"{type(self).__name__} cannot place simulated observations "
+            f"{ {name: tuple(v.shape) for name, v in observations.items()} } into its data "
+            f"of shape {tuple(self.train_data.shape)}; it needs with_observations for "
+            "prior simulation (VSBC)"
+        )
 
     def _accept_data(self, what: str, data: torch.Tensor) -> torch.Tensor:
         require_finite_tensor(f"{type(self).__name__} {what}", data)

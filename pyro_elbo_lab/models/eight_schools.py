@@ -67,6 +67,10 @@ class EightSchools(LatentVariableModel):
             theta = pyro.deterministic("theta", mu + tau * theta_trans)
             pyro.sample("obs", dist.Normal(theta, sigma), obs=effect)
 
+    def with_observations(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Simulated effects beside the same standard errors."""
+        return torch.stack([observations["obs"], self.train_data[:, 1]], -1)
+
     def reference_posterior_draws(self) -> dict[str, torch.Tensor]:
         """posteriordb's draws: ``mu`` and ``tau`` ``[S]``, ``theta`` ``[S, 8]``."""
         source = (

@@ -68,6 +68,11 @@ class BayesianLinearRegression(LatentVariableModel):
         noise = self.true_noise_scale * torch.randn(num_data, generator=generator)
         return torch.cat([covariates, (covariates @ self.true_coefficients + noise)[:, None]], -1)
 
+    def with_observations(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The same covariates with the simulated response in the last column."""
+        (response,) = observations.values()
+        return torch.cat([self.train_data[:, :-1], response[:, None]], -1)
+
     def model(self, data: torch.Tensor) -> None:
         covariates, response = data[:, :-1], data[:, -1]
         a0 = torch.tensor(self.a0, device=self.device)

@@ -59,6 +59,10 @@ class LinearRegressionPort(PosteriorDBModel):
         predictors, response = self.design(data)
         return torch.cat([predictors, response[:, None]], -1).float()
 
+    def with_observations(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The same predictors with the simulated response in the last column."""
+        return torch.cat([self.train_data[:, :-1], observations["obs"][:, None]], -1)
+
     def intercept(self) -> torch.Tensor | float:
         """A separate intercept site, where the Stan program has one (none: 0)."""
         return 0.0
