@@ -18,6 +18,8 @@ module                 job
 ``compiled``           the compiled fast path: one traced, compiled step
 ``compiled_svi``       SVI with the Adam update traced into that step
 ``counting``           model evaluations (one per particle), the cost unit of budgets
+``unconstrained``      the posterior as a counted density and score on one unconstrained
+                       vector (score-based fitters, Stein checks)
 =====================  ==================================================================
 
 Only the names below leave the package; nothing outside it imports a private name.
@@ -68,6 +70,7 @@ from pyro_elbo_lab.engine.program import (
 )
 from pyro_elbo_lab.engine.reduce import SiteReducer
 from pyro_elbo_lab.engine.strata import StratifiedDraw, StratifiedParticles
+from pyro_elbo_lab.engine.unconstrained import UnconstrainedDensity
 
 __all__ = [
     "PARTICLE_PLATE",
@@ -83,6 +86,7 @@ __all__ = [
     "SiteReducer",
     "StratifiedDraw",
     "StratifiedParticles",
+    "UnconstrainedDensity",
     "WeightGroups",
     "check_latents",
     "detached_values",
