@@ -106,8 +106,8 @@ class GaussianFitter(Fitter):
 
     def accept(self, proposal: Gaussian) -> None:
         """Take ``proposal`` if it is a valid Gaussian, else keep the state (counted)."""
+        proposal.covariance = (proposal.covariance + proposal.covariance.T) / 2
         if proposal.is_valid():
-            proposal.covariance = (proposal.covariance + proposal.covariance.T) / 2
             self.state = proposal
             self.write_guide()
         else:

@@ -104,8 +104,8 @@ def plot_anytime(rows: Sequence[Row], path: Path) -> None:
             curves[row.label()] = runs
     if not curves:
         return
-    metrics = [k for k in ("kl_to_posterior", "iwae", "posterior_mean_error", "test_loglik",
-                           "exact_test_loglik")
+    metrics = [k for k in ("kl_to_posterior", "iwae", "posterior_mean_error",
+                           "posterior_w1_mean", "test_loglik", "exact_test_loglik")
                if any(k in c[0] for runs in curves.values() for c in runs)]  # fmt: skip
     figure, axes = plt.subplots(
         len(metrics), 3, figsize=(16, 4 * len(metrics)), squeeze=False, constrained_layout=True
@@ -115,7 +115,9 @@ def plot_anytime(rows: Sequence[Row], path: Path) -> None:
             for index, (label, runs) in enumerate(curves.items()):
                 length = min(len(run) for run in runs)
                 x = np.median([[p[x_key] for p in run[:length]] for run in runs], axis=0)
-                y = np.array([[p.get(metric, np.nan) for p in run[:length]] for run in runs])
+                y = np.array(  # a record stores a non-finite value as null
+                    [[_number(p.get(metric)) for p in run[:length]] for run in runs], dtype=float
+                )
                 colour = f"C{index % 10}"
                 axis.plot(x, np.median(y, axis=0), marker=".", color=colour, label=label)
                 axis.fill_between(x, y.min(axis=0), y.max(axis=0), color=colour, alpha=0.15)
@@ -189,3 +191,7 @@ def plot_image_grid(rows: Sequence[torch.Tensor], titles: Sequence[str], path: P
                 axis.imshow(images[column].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
     figure.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(figure)
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else np.nan
