@@ -70,7 +70,8 @@ class ARMA11(PosteriorDBModel):
     (no stationarity constraint, as in the Stan program).
 
     With :math:`|\theta| > 1` the errors grow like :math:`|\theta|^t`: the recursion runs in
-    float64 and the errors are clipped at ±10¹⁵, where the log density is already below
+    float64 and the errors are clipped at ±10¹⁵ (beyond float64, where the scan meets
+    ∞ − ∞, at +10¹⁵), where the log density is already below
     −10²⁸, so a wide guide's stray draw gets a steep finite penalty instead of NaN
     (Stan rejects such a draw; both leave the posterior's region untouched)."""
 
@@ -89,7 +90,7 @@ class ARMA11(PosteriorDBModel):
         sigma = pyro.sample("sigma", dist.HalfCauchy(zero + 2.5))
         innovations = series - mu - phi * _after(mu, series)
         errors = linear_recurrence(-theta.double(), innovations.double())
-        errors = errors.clamp(-ERROR_BOUND, ERROR_BOUND).to(series.dtype)
+        errors = errors.nan_to_num(ERROR_BOUND).clamp(-ERROR_BOUND, ERROR_BOUND).to(series.dtype)
         with pyro.plate(self.data_plate, len(series)):
             pyro.sample("obs", dist.Normal(series - errors, sigma), obs=series)
 
