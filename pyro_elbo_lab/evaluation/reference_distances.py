@@ -81,9 +81,12 @@ def reference_distances(
     sliced = _quantile_w1(guide @ axes, ref @ axes, quantiles).mean()
     dim = ref.shape[1]
     ref_cov, guide_cov = torch.cov(ref.T).reshape(dim, dim), torch.cov(guide.T).reshape(dim, dim)
-    root = _sqrt_psd(ref_cov)
-    cross = _sqrt_psd(root @ guide_cov @ root)
-    squared = mean_error.pow(2).sum() + torch.trace(ref_cov + guide_cov - 2 * cross)
+    if bool(guide_cov.isfinite().all()):
+        root = _sqrt_psd(ref_cov)
+        cross = _sqrt_psd(root @ guide_cov @ root)
+        squared = mean_error.pow(2).sum() + torch.trace(ref_cov + guide_cov - 2 * cross)
+    else:  # draws beyond float64's range: a guide infinitely far from the reference
+        squared = torch.tensor(torch.inf, dtype=torch.float64)
     return {
         "parameters": {
             name: {"mean_error": float(m), "sd_ratio": float(s), "w1": float(w)}
