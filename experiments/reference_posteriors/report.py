@@ -80,6 +80,13 @@ def interval(values: list[float]) -> tuple[float, float]:
     return mean, T_975_2DF * statistics.stdev(finite) / math.sqrt(len(finite))
 
 
+def _number(value: object) -> float:
+    """A record's number; null (a non-finite value in JSON) and "inf" strings as floats."""
+    if isinstance(value, str):
+        return float(value)
+    return float(value) if isinstance(value, int | float) else math.nan
+
+
 def summarise(entries: list[dict]) -> dict:
     ok = [e for e in entries if e["record"]["status"] == "ok"]
     row: dict = {"runs": f"{len(ok)}/{len(entries)}"}
@@ -87,17 +94,13 @@ def summarise(entries: list[dict]) -> dict:
         return row
 
     def metric(key: str) -> list[float]:
-        values = []
-        for e in ok:
-            value = e["record"]["metrics"].get(key + e["suffix"])
-            values.append(float(value) if isinstance(value, int | float) else math.nan)
-        return values
+        return [_number(e["record"]["metrics"].get(key + e["suffix"])) for e in ok]
 
     for key in ("mean_error", "w1_mean", "sliced_w1", "gaussian_w2"):
         row[key] = interval(metric(f"posterior_{key}"))
     row["sd_ratio_min"] = min(metric("posterior_sd_ratio_min"))
     row["sd_ratio_max"] = max(metric("posterior_sd_ratio_max"))
-    row["khat"] = interval([float(e["record"]["metrics"]["psis_khat"]) for e in ok])
+    row["khat"] = interval([_number(e["record"]["metrics"].get("psis_khat")) for e in ok])
     row["gradient_evals"] = interval([e["record"]["fit"]["gradient_evals"] for e in ok])
     row["wall_time_s"] = interval([e["record"]["fit"]["wall_time_s"] for e in ok])
     row["curve"] = mean_curve([e["record"]["fit"]["checkpoints"] for e in ok])
@@ -110,7 +113,7 @@ def mean_curve(runs: list[list[dict]]) -> list[tuple[float, float]]:
     curve = []
     for index in range(length):
         points = [r[index] for r in runs]
-        w1 = [p.get("posterior_w1_mean", math.nan) for p in points]
+        w1 = [_number(p.get("posterior_w1_mean")) for p in points]
         curve.append((statistics.fmean(p["gradient_evals"] for p in points), statistics.fmean(w1)))
     return curve
 
@@ -134,9 +137,16 @@ def headline(table: dict[str, dict[str, dict]]) -> dict[str, dict]:
         for method in ("GSM", "BaM"):
             at = reach(rows.get(method, {}).get("curve", []), verdict["advi_w1"])
             verdict[method] = None if at is None else advi_evals / at
+        pathfinder = rows.get("Pathfinder", {})
+        reached = pathfinder.get("w1_mean", (math.nan,))[0] <= verdict["advi_w1"]
+        verdict["Pathfinder"] = (
+            advi_evals / pathfinder["gradient_evals"][0] if reached else None
+        )  # Pathfinder stops by its own rule: its final W1 at its own cost
         ratios = [verdict[m] for m in ("GSM", "BaM") if verdict[m] is not None]
         verdict["best_ratio"] = max(ratios) if ratios else None
         verdict["goal_met"] = bool(ratios) and max(ratios) >= 10
+        # where ADVI itself did not get close, "reaching" it says little (a start can)
+        verdict["advi_converged"] = verdict["advi_w1"] <= GAUSSIAN_FITS_W1
         verdicts[posterior] = verdict
     return verdicts
 
@@ -155,15 +165,21 @@ def write_markdown(table, verdicts, path: Path) -> None:
     lines = ["# Reference posteriors: results", ""]
     met = [p for p, v in verdicts.items() if v["gaussian_fits"] and v["goal_met"]]
     eligible = [p for p, v in verdicts.items() if v["gaussian_fits"]]
+    strict = [p for p in eligible if verdicts[p]["advi_converged"]]
+    strict_met = [p for p in strict if verdicts[p]["goal_met"]]
     lines += [
         "## Headline",
         "",
         f"GSM or BaM reaches ADVI (mvn)'s final mean W1 with ≥ 10× fewer gradient "
         f"evaluations on **{len(met)} of {len(eligible)}** posteriors where a Gaussian fits "
-        f"(goal: two thirds, {math.ceil(2 * len(eligible) / 3)}).",
+        f"(goal: two thirds, {math.ceil(2 * len(eligible) / 3)}). Counting only the "
+        f"posteriors where ADVI (mvn) itself ended within a mean W1 of {GAUSSIAN_FITS_W1} sd "
+        f"(elsewhere a method can 'reach' ADVI's accuracy at its starting point): "
+        f"**{len(strict_met)} of {len(strict)}**.",
         "",
-        "| posterior | a Gaussian fits | ADVI (mvn) final W1 | GSM ratio | BaM ratio | ≥ 10× |",
-        "|---|---|---|---|---|---|",
+        "| posterior | a Gaussian fits | ADVI (mvn) final W1 | ADVI close | GSM ratio "
+        "| BaM ratio | ≥ 10× | Pathfinder ratio |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for posterior, v in verdicts.items():
 
@@ -172,7 +188,9 @@ def write_markdown(table, verdicts, path: Path) -> None:
 
         lines.append(
             f"| {posterior} | {'yes' if v['gaussian_fits'] else 'no'} | {v['advi_w1']:.3g} | "
-            f"{ratio(v['GSM'])} | {ratio(v['BaM'])} | {'yes' if v['goal_met'] else 'no'} |"
+            f"{'yes' if v['advi_converged'] else 'no'} | {ratio(v['GSM'])} | "
+            f"{ratio(v['BaM'])} | {'yes' if v['goal_met'] else 'no'} | "
+            f"{ratio(v['Pathfinder'])} |"
         )
     lines += ["", "## Per posterior", ""]
     header = (
