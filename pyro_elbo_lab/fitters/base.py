@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import math
 from typing import ClassVar
 
 
@@ -34,6 +33,3 @@ class Fitter(abc.ABC):
     def gradient_evals(self) -> int:
         """Log-density gradient evaluations so far (one per point)."""
         return self.model_evals
-
-
-NO_LOSS = math.nan

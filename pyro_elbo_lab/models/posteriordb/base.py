@@ -38,12 +38,6 @@ def flat(support: constraints.Constraint = constraints.real, size: int | None = 
     return FlatPrior(support, (), () if size is None else (size,))
 
 
-def rows_of(vector: torch.Tensor) -> torch.Tensor:
-    """A global vector site's entries as rows of the data plate: ``[..., 1, D]`` (under a
-    particle plate) or ``[D]`` → ``[..., D]``."""
-    return vector.squeeze(-2) if vector.dim() > 1 else vector
-
-
 class PosteriorDBModel(LatentVariableModel):
     """A posterior of the Stan posterior database, ported to Pyro by hand.
 
@@ -63,7 +57,6 @@ class PosteriorDBModel(LatentVariableModel):
 
     posterior: ClassVar[str]
     schema: ClassVar[dict[str, Field]]
-    has_reference_draws: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -81,7 +74,7 @@ class PosteriorDBModel(LatentVariableModel):
         self._rows = rows
         super().__init__(num_train=rows.shape[0], num_heldout=0, seed=seed, device=device)
 
-    def simulate(self, num_data: int, generator: torch.Tensor) -> torch.Tensor:
+    def simulate(self, num_data: int, generator: torch.Generator) -> torch.Tensor:
         """The data set itself (there is nothing to simulate: the rows are observed)."""
         return self._rows
 
