@@ -68,3 +68,16 @@ def test_vsbc_flags_a_biased_guide(compose_config):
     (calibration,) = record["vsbc"]["parameters"].values()
     assert calibration["mean_quantile"] > 0.65
     assert calibration["ks_pvalue"] < 0.01
+
+
+def test_vsbc_measures_the_guide_a_run_evaluates(compose_config):
+    """guide=laplace fits a point and is evaluated as the Gaussian at it: the truth's
+    quantiles come from that Gaussian (fractions), not from the point (0 or 1 only)."""
+    config = compose_config(
+        "model=normal_normal", "guide=laplace", "protocol=plain", "steps=50",
+        "vsbc.datasets=3", "vsbc.posterior_samples=200", "progress_bar=false",
+    )  # fmt: skip
+    record = run(config)
+    assert record["status"] == "ok", record["message"]
+    quantiles = [q for p in record["vsbc"]["parameters"].values() for q in p["quantiles"]]
+    assert any(0 < q < 1 for q in quantiles), quantiles

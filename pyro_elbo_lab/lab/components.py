@@ -163,3 +163,11 @@ def _check_fitter(components: Components) -> None:
             f"fitter={name} fits the guide only, but model '{components.model_entry.name}' "
             f"has parameters to learn ({names[0]}, ...); use fitter=svi"
         )
+
+
+def evaluation_guide(components: Components) -> Any:
+    """The guide to measure: itself, or what its registry entry names (e.g. Laplace's Gaussian)."""
+    method = components.guide_entry.trait("evaluate_with", None)
+    if method is None:
+        return components.guide
+    return getattr(components.guide, method)(components.model.train_data)

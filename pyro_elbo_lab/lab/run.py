@@ -18,7 +18,7 @@ from pyro_elbo_lab.errors import ConfigError, require_positive_int
 from pyro_elbo_lab.evaluation import EvaluationSettings, evaluate_guide
 from pyro_elbo_lab.evaluation.checkpoints import CheckpointProbe, CheckpointSettings
 from pyro_elbo_lab.lab.budget import BudgetSettings
-from pyro_elbo_lab.lab.components import Components, build_components
+from pyro_elbo_lab.lab.components import build_components, evaluation_guide
 from pyro_elbo_lab.lab.config import settings
 from pyro_elbo_lab.lab.convergence import ConvergenceSettings
 from pyro_elbo_lab.lab.fit import FitPlan, FitResult, fit
@@ -135,7 +135,7 @@ def _fit_and_evaluate(
         config.progress_bar,
         label=_label(record),
         on_step=tracker.log_loss,
-        measure=(lambda: probe(_evaluation_guide(components))) if probe else None,
+        measure=(lambda: probe(evaluation_guide(components))) if probe else None,
     )
     record["fit"] = _fit_summary(result, config)
     if result.diverged:
@@ -146,11 +146,11 @@ def _fit_and_evaluate(
         )
     else:
         start = time.perf_counter()
-        evaluation_guide = _evaluation_guide(components)
+        measured_guide = evaluation_guide(components)
         with components.model.without_subsampling():
             record["metrics"] = evaluate_guide(
                 components.model,
-                evaluation_guide,
+                measured_guide,
                 settings(config.evaluation, EvaluationSettings),
                 objective=components.objective,
             )
@@ -168,11 +168,11 @@ def _fit_and_evaluate(
                 )
         if output_dir is not None:
             with components.model.without_subsampling():
-                written = write_predictions(components.model, evaluation_guide, Path(output_dir))
+                written = write_predictions(components.model, measured_guide, Path(output_dir))
                 if config.posterior_draws:
                     record["posterior_files"] = write_posterior_files(
                         components.model,
-                        evaluation_guide,
+                        measured_guide,
                         config.posterior_draws,
                         Path(output_dir),
                         {key: str(value) for key, value in record["components"].items()},
@@ -182,7 +182,7 @@ def _fit_and_evaluate(
             if components.model.learns_parameters:
                 with random_streams_restored():
                     record["images"] = write_image_grids(
-                        components.model, evaluation_guide, Path(output_dir)
+                        components.model, measured_guide, Path(output_dir)
                     )
         record["status"] = "ok"
 
@@ -259,11 +259,3 @@ def _fit_summary(result: FitResult, config: DictConfig) -> dict[str, Any]:
         "loss_history": result.history(config.loss_history_points),
         "checkpoints": result.checkpoints,
     }
-
-
-def _evaluation_guide(components: Components) -> Any:
-    """The guide to measure: itself, or what its registry entry names (e.g. Laplace's Gaussian)."""
-    method = components.guide_entry.trait("evaluate_with", None)
-    if method is None:
-        return components.guide
-    return getattr(components.guide, method)(components.model.train_data)

@@ -32,7 +32,7 @@ from scipy.stats import ks_2samp
 from pyro_elbo_lab.errors import require_positive_int
 from pyro_elbo_lab.evaluation.posterior_error import guide_draws
 from pyro_elbo_lab.evaluation.reference_distances import coordinate_names
-from pyro_elbo_lab.lab.components import build_components
+from pyro_elbo_lab.lab.components import build_components, evaluation_guide
 from pyro_elbo_lab.lab.fit import FitPlan, fit
 
 
@@ -68,7 +68,7 @@ def simulation_based_calibration(
             diverged += 1
             continue
         draws = guide_draws(
-            model.evaluation_model, components.guide, (data,), list(truth),
+            model.evaluation_model, evaluation_guide(components), (data,), list(truth),
             settings.posterior_samples, model.max_plate_nesting,
         )  # fmt: skip
         for name, value in truth.items():
