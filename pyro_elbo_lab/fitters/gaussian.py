@@ -11,6 +11,7 @@ matrices, and float32 loses positive definiteness there first.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from pyro.infer.autoguide import AutoMultivariateNormal
@@ -24,14 +25,26 @@ from pyro_elbo_lab.models.base import LatentVariableModel
 
 @dataclass
 class Gaussian:
-    """:math:`\\mathcal N(\\mu, \\Sigma)` in float64, with its Cholesky factor."""
+    """:math:`\\mathcal N(\\mu, \\Sigma)` in float64; Σ is symmetrised on construction and
+    factored once (an iteration samples, validates and writes the same factor)."""
 
     mean: torch.Tensor
     covariance: torch.Tensor
 
+    def __post_init__(self) -> None:
+        self.covariance = (self.covariance + self.covariance.T) / 2
+
+    @cached_property
+    def _factorisation(self) -> tuple[torch.Tensor, bool]:
+        factor, info = torch.linalg.cholesky_ex(self.covariance)
+        return factor, bool(info.item() == 0)
+
     @property
     def cholesky(self) -> torch.Tensor:
-        return torch.linalg.cholesky(self.covariance)
+        factor, positive_definite = self._factorisation
+        if not positive_definite:
+            raise torch.linalg.LinAlgError("covariance is not positive definite")
+        return factor
 
     def sample(self, count: int) -> torch.Tensor:
         """``count`` draws ``[count, D]`` (torch's global generator, seeded by the lab)."""
@@ -48,7 +61,7 @@ class Gaussian:
     def is_valid(self) -> bool:
         """Finite, with a Cholesky factor (positive definite)."""
         finite = bool(self.mean.isfinite().all() and self.covariance.isfinite().all())
-        return finite and torch.linalg.cholesky_ex(self.covariance)[1].item() == 0
+        return finite and self._factorisation[1]
 
 
 def require_gaussian_guide(guide: object, fitter: str) -> AutoMultivariateNormal:
@@ -106,7 +119,6 @@ class GaussianFitter(Fitter):
 
     def accept(self, proposal: Gaussian) -> None:
         """Take ``proposal`` if it is a valid Gaussian, else keep the state (counted)."""
-        proposal.covariance = (proposal.covariance + proposal.covariance.T) / 2
         if proposal.is_valid():
             self.state = proposal
             self.write_guide()
