@@ -44,8 +44,15 @@ def _fitted_guide(model: GaussianMixture, steps: int = 30) -> AutoNormal:
 
 
 @pytest.mark.slow
-def test_minibatch_elbo_is_an_unbiased_estimate_of_the_full_data_elbo():
-    model = GaussianMixture(num_components=3, num_train=200, num_heldout=0, subsample_size=20)
+@pytest.mark.parametrize("with_replacement", [True, False])
+def test_minibatch_elbo_is_an_unbiased_estimate_of_the_full_data_elbo(with_replacement):
+    model = GaussianMixture(
+        num_components=3,
+        num_train=200,
+        num_heldout=0,
+        subsample_size=20,
+        subsample_with_replacement=with_replacement,
+    )
     guide = _fitted_guide(model)
     elbo = BetaELBO(num_particles=200)
     minibatch = torch.tensor([-elbo.loss(model, guide, model.train_data) for _ in range(400)])
@@ -55,6 +62,38 @@ def test_minibatch_elbo_is_an_unbiased_estimate_of_the_full_data_elbo():
     assert abs(minibatch.mean() - full.mean()) < 4 * error
     # and the scaling matters: unscaled minibatch sums would sit near 1/10 of the full value
     assert abs(minibatch.mean() - full.mean()) < 0.05 * abs(full.mean())
+
+
+def test_minibatch_indices_with_replacement_are_uniform_and_cost_no_permutation(monkeypatch):
+    """The default draw never permutes all N rows (O(batch)); its indices are i.i.d.
+    uniform: each row's count over 400 draws of 50 is Binomial(20000, 1/200), so the
+    chi-square statistic of the 200 counts sits within 4 sd of its mean 199."""
+    model = GaussianMixture(num_components=2, num_train=200, num_heldout=0, subsample_size=50)
+    monkeypatch.setattr(torch, "randperm", _refuse_permutation)
+    counts = torch.zeros(200)
+    for _ in range(400):
+        index = poutine.trace(model.model).get_trace(model.train_data).nodes["data"]["value"]
+        assert index.shape == (50,)
+        counts += torch.bincount(index, minlength=200)
+    expected = 400 * 50 / 200
+    chi_square = float(((counts - expected) ** 2 / expected).sum())
+    assert abs(chi_square - 199) < 4 * math.sqrt(2 * 199)
+
+
+def test_minibatch_indices_without_replacement_are_distinct():
+    model = GaussianMixture(
+        num_components=2,
+        num_train=200,
+        num_heldout=0,
+        subsample_size=50,
+        subsample_with_replacement=False,
+    )
+    index = poutine.trace(model.model).get_trace(model.train_data).nodes["data"]["value"]
+    assert index.unique().numel() == 50
+
+
+def _refuse_permutation(*args, **kwargs):
+    raise AssertionError("a minibatch with replacement must not permute the data")
 
 
 @pytest.mark.parametrize("covariance", ["diagonal", "full"])
@@ -242,6 +281,10 @@ def test_bad_data_files_fail_with_the_fix(tmp_path, make_file, options, message)
         ({"covariance": "full", "dim": 1}, "covariance=full needs model.dim >= 2"),
         ({"covariance": "spherical"}, "model.covariance must be one of diagonal, full"),
         ({"subsample_size": 0}, "model.subsample_size must be an integer >= 1"),
+        (
+            {"subsample_size": 10, "subsample_with_replacement": "yes"},
+            "model.subsample_with_replacement must be true or false",
+        ),
         ({"data_file": "missing.csv"}, "does not exist"),
     ],
 )

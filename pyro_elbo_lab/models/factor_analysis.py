@@ -29,7 +29,8 @@ class FactorAnalysis(LatentVariableModel):
     :math:`W_{dl} \sim \mathcal N(0, 1)` is a global latent too; no closed form (AIS gives
     the reference), and W is identified only up to sign.
 
-    ``subsample_size`` trains on minibatches of the data plate (scaled by N / batch).
+    ``subsample_size`` trains on minibatches of the data plate (scaled by N / batch;
+    ``subsample_with_replacement``: how the indices are drawn).
 
     Simulation: loadings U(0.5, 1.5) (every test loads positively on ability), μ = 0,
     ψ ~ U(0.2, 0.5).
@@ -46,13 +47,12 @@ class FactorAnalysis(LatentVariableModel):
         num_train: int = 100,
         num_heldout: int = 100,
         subsample_size: int | None = None,
+        subsample_with_replacement: bool = True,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
         require_positive_int("model.num_tests", num_tests)
-        if subsample_size is not None:
-            require_positive_int("model.subsample_size", subsample_size)
-        self.subsample_size = subsample_size
+        self.set_subsampling(subsample_size, subsample_with_replacement)
         require_positive_int("model.num_factors", num_factors)
         if loadings not in ("fixed", "learned"):
             raise ConfigError(f"model.loadings must be 'fixed' or 'learned', got {loadings!r}")

@@ -54,9 +54,11 @@ class GaussianMixture(LatentVariableModel):
 
     ``subsample_size`` trains on minibatches of the data plate, scaled by N / batch, so
     the minibatch ELBO is an unbiased estimate of the full-data ELBO (stochastic VI,
-    Hoffman et al. 2013). Data are seeded synthetic draws (weights ~ Dir(5·1), means ~
-    N(0, separation²), scales ~ U(0.3, 0.8)) or the rows of ``data_file`` (CSV or NPY,
-    one point per row), shuffled with ``seed`` and split into training and held-out rows.
+    Hoffman et al. 2013); ``subsample_with_replacement`` picks how the indices are drawn
+    (:meth:`~LatentVariableModel.data_plate_over`). Data are seeded synthetic draws
+    (weights ~ Dir(5·1), means ~ N(0, separation²), scales ~ U(0.3, 0.8)) or the rows
+    of ``data_file`` (CSV or NPY, one point per row), shuffled with ``seed`` and split
+    into training and held-out rows.
     The log evidence sums over :math:`K^N` assignments and is not known; evaluation
     estimates it.
 
@@ -82,6 +84,7 @@ class GaussianMixture(LatentVariableModel):
         separation: float = 3.0,
         data_file: str | None = None,
         subsample_size: int | None = None,
+        subsample_with_replacement: bool = True,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
@@ -104,8 +107,7 @@ class GaussianMixture(LatentVariableModel):
             covariance == "diagonal" or dim >= 2,
             "model.covariance=full needs model.dim >= 2 (in one dimension use diagonal)",
         )
-        if subsample_size is not None:
-            require_positive_int("model.subsample_size", subsample_size)
+        self.set_subsampling(subsample_size, subsample_with_replacement)
         self.num_components = num_components
         self.dim = dim
         self.assignment = assignment
@@ -118,7 +120,6 @@ class GaussianMixture(LatentVariableModel):
         self.scale_prior_scale = float(scale_prior_scale)
         self.lkj_concentration = float(lkj_concentration)
         self.separation = float(separation)
-        self.subsample_size = subsample_size
         self.file_data = None if data_file is None else load_points(data_file, dim)
         if self.file_data is not None:
             available = self.file_data.shape[0] - num_heldout

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pyro_elbo_lab.errors import ConfigError, require, require_positive_int
+from pyro_elbo_lab.errors import ConfigError, require
 from pyro_elbo_lab.models.base import LatentVariableModel
 
 BINARIZATIONS = ("sampled", "threshold")
@@ -53,6 +53,7 @@ class ImageData:
     num_train: int = 4000
     num_heldout: int = 1000
     subsample_size: int | None = 100
+    subsample_with_replacement: bool = True
     seed: int = 0
     device: str = "cpu"
 
@@ -65,8 +66,9 @@ class BinarisedImageModel(LatentVariableModel):
     train and the next ``num_heldout`` test, and binarised once, ``sampled`` (each pixel
     Bernoulli(grey value), Salakhutdinov & Murray 2008) or by ``threshold`` 0.5; the
     config records both. ``subsample_size`` trains on minibatches of images (scaled by
-    N / batch). Subclasses decode latents to pixel logits (:meth:`pixel_logits`) and
-    draw latents from the prior (:meth:`prior_latents`), which the lab's image grids use.
+    N / batch; ``subsample_with_replacement``: how the indices are drawn). Subclasses
+    decode latents to pixel logits (:meth:`pixel_logits`) and draw latents from the
+    prior (:meth:`prior_latents`), which the lab's image grids use.
     """
 
     has_local_latents = True
@@ -81,9 +83,7 @@ class BinarisedImageModel(LatentVariableModel):
                 f"model.binarization must be one of {', '.join(BINARIZATIONS)}, "
                 f"got {options.binarization!r}"
             )
-        if options.subsample_size is not None:
-            require_positive_int("model.subsample_size", options.subsample_size)
-        self.subsample_size = options.subsample_size
+        self.set_subsampling(options.subsample_size, options.subsample_with_replacement)
         self.binarization, self.data_file = options.binarization, options.data_file
         self.image_shape: tuple[int, ...] = ()
         super().__init__(
