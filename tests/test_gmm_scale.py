@@ -194,6 +194,76 @@ def test_a_model_that_is_not_static_falls_back_to_eager_with_a_warning():
     assert torch.isfinite(loss)
 
 
+def test_a_program_whose_shapes_depend_on_the_data_is_traced_on_real_tensors():
+    """Boolean indexing of the data has a shape fake tensors cannot know: the step is
+    traced on the real tensors (the shape is fixed by the data), and compiles without
+    a fallback."""
+
+    def model(data):
+        z = pyro.sample("z", dist.Normal(0.0, 2.0))
+        positive = data[data > 0]
+        with pyro.plate("data", positive.shape[0]):
+            pyro.sample("obs", dist.Normal(z, 1.0), obs=positive)
+
+    data = torch.randn(20)
+    guide = AutoNormal(model)
+    objective = IWAE(
+        num_particles=2, max_plate_nesting=1, compile=True, compile_options=FAST_COMPILE
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for _ in range(2):
+            objective.differentiable_loss(model, guide, data).backward()
+    (step,) = objective.compiled._steps.values()
+    assert step.tracing == "real"
+
+
+def test_a_static_model_is_traced_on_fake_tensors_and_compiles_at_first_use():
+    """Tracing never runs the program at full size (fake tensors), and under CompiledSVI
+    only the whole update is compiled: the loss-only step stays uncompiled."""
+    pyro.clear_param_store()
+    model = GaussianMixture(num_components=3, num_train=50)
+    objective = IWAE(num_particles=2, compile=True, compile_options=FAST_COMPILE)
+    svi = CompiledSVI(model, AutoNormal(model.model), FusedAdam({"lr": 0.05}), objective)
+    for _ in range(3):
+        svi.step(model.train_data)
+    (step,) = objective.compiled._steps.values()
+    assert step.tracing == "fake"
+    assert step.graph.compiled is None
+    ((update, _, _),) = svi._updates.values()
+    assert update.compiled is not None
+
+
+@pytest.mark.slow
+def test_a_cached_compile_gives_bit_identical_steps(tmp_path, monkeypatch):
+    """Inductor's on-disk cache (the lab's compile_cache_dir) serves the second build:
+    the same kernels, so the loss trajectory and final parameters are bit-identical."""
+    from torch._dynamo.utils import counters
+
+    from pyro_elbo_lab.engine import compile_cache_dir, use_compile_cache
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "unused"))
+    assert use_compile_cache(tmp_path / "cache") == compile_cache_dir() == tmp_path / "cache"
+    runs = []
+    for _ in range(2):
+        torch._dynamo.reset()
+        counters.clear()
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        model = GaussianMixture(num_components=3, num_train=100)
+        objective = IWAE(num_particles=2, compile=True)
+        svi = CompiledSVI(model, AutoNormal(model.model), FusedAdam({"lr": 0.05}), objective)
+        losses = [svi.step(model.train_data) for _ in range(6)]
+        params = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+        runs.append((losses, params, dict(counters["inductor"])))
+    (cold_losses, cold_params, cold), (warm_losses, warm_params, warm) = runs
+    assert cold.get("fxgraph_cache_miss", 0) >= 1 and cold.get("fxgraph_cache_hit", 0) == 0
+    assert warm.get("fxgraph_cache_hit", 0) >= 1 and warm.get("fxgraph_cache_miss", 0) == 0
+    assert warm_losses == cold_losses
+    for name, value in cold_params.items():
+        assert torch.equal(warm_params[name], value), name
+
+
 def test_objectives_that_cannot_compile_say_why():
     with pytest.raises(ConfigError, match=r"warm-up.*warmup_steps=0 or compile=false"):
         BetaELBO(warmup_steps=10, compile=True)

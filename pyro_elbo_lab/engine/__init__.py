@@ -34,6 +34,7 @@ from pyro_elbo_lab.engine.checks import (
     require_batch_dims_in_plates,
     require_reparameterized,
 )
+from pyro_elbo_lab.engine.compile_cache import compile_cache_dir, use_compile_cache
 from pyro_elbo_lab.engine.compiled import WARNING_PREFIX, CompiledPath
 from pyro_elbo_lab.engine.compiled_svi import CompiledSVI
 from pyro_elbo_lab.engine.counting import CountedModel
@@ -89,6 +90,7 @@ __all__ = [
     "UnconstrainedDensity",
     "WeightGroups",
     "check_latents",
+    "compile_cache_dir",
     "detached_values",
     "distribution_name",
     "group_weights",
@@ -111,5 +113,6 @@ __all__ = [
     "sample_observed_log_likelihood",
     "stopped_call",
     "unbatched_traces",
+    "use_compile_cache",
     "weighed_particles",
 ]

@@ -20,10 +20,21 @@ parameters (e.g. the gamma draws of a reparameterised Dirichlet guide) stay in t
 An objective's own state tensors (MSC's chain states) are inputs and outputs of the
 step, so a stateful objective compiles too (``ParticleObjective.compile_carry``).
 
-Static structure is checked, not assumed: the program is traced twice on different
-draws and the two graphs must agree. A model whose Python control flow depends on
-sampled values (or that cannot be traced at all) gets a warning that names the reason,
-and the objective runs eagerly instead.
+Static structure is checked, not assumed: the program is traced twice and the two
+graphs must agree. Tracing runs on fake tensors (shapes without data: no arithmetic and
+no memory at any N); a program whose shapes depend on values (boolean indexing of the
+data) or that uses an operation without a fake implementation is traced on the real
+tensors. A model whose Python control flow depends on sampled
+values (or that cannot be traced at all) gets a warning that names the reason, and the
+objective runs eagerly instead. The graph compiles at its first use and is checked
+there against itself uncompiled (:class:`CheckedGraph`).
+
+Compiled artefacts are cached on disk by ``torch.compile`` (its FX-graph and
+AOTAutograd caches, keyed by the graph, its input shapes and the torch version; a cache
+hit loads the same kernels a miss would build): a sweep's runs with the same shapes
+compile once, across processes and launchers. The cache lives in
+``$TORCHINDUCTOR_CACHE_DIR`` (default ``$TMPDIR/torchinductor_$USER``; the lab's
+``compile_cache_dir`` sets it), and deleting that folder clears it.
 
 The result keeps Pyro's contract: ``differentiable_loss`` returns a tensor whose
 backward deposits the graph's gradients into the live parameters, and every parameter
@@ -40,6 +51,7 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributions import transform_to
 from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -63,8 +75,8 @@ class TracedStep:
     param_names: tuple[str, ...]
     #: the same step as an FX graph, uncompiled (to trace further steps through it)
     traced: torch.fx.GraphModule
-    #: whether ``graph`` went through ``torch.compile`` (False: it is ``traced``)
-    compiled: bool
+    #: how it was traced: "fake" (shapes only) or "real" (value-dependent shapes)
+    tracing: str
 
     def __call__(
         self, params: Sequence[torch.Tensor], tensor_args: Sequence[torch.Tensor]
@@ -75,6 +87,55 @@ class TracedStep:
             loss, *rest = self.graph(*params, *tensor_args, *noise)
         count = len(self.param_names)
         return loss, rest[:count], rest[count:]
+
+
+class CheckedGraph:
+    """A traced graph, compiled on its first call and checked there against itself.
+
+    The first call runs the compiled graph and the traced one on the same inputs (the
+    noise is an input; the RNG is forked for random operations left in the graph) and
+    keeps the compiled graph only if every output agrees to float32 rounding (compiler
+    kernels fuse and reorder); otherwise, or if compiling fails, it warns and runs the
+    traced graph from then on. Compiling lazily means a graph that is never called
+    (the loss-only step when :class:`~pyro_elbo_lab.engine.CompiledSVI` compiles the
+    whole update) costs no compile time, and tracing needs no full-size run.
+    """
+
+    def __init__(
+        self, traced: torch.fx.GraphModule, compile_options: dict[str, Any], what: str
+    ) -> None:
+        self.traced = traced
+        self.compile_options = compile_options
+        self.what = what
+        #: the compiled graph once built and found to agree (None before, or on fallback)
+        self.compiled: Callable[..., Sequence[torch.Tensor]] | None = None
+        self._run: Callable[..., Sequence[torch.Tensor]] | None = None
+
+    def __call__(self, *inputs: torch.Tensor) -> Sequence[torch.Tensor]:
+        if self._run is not None:
+            return self._run(*inputs)
+        expected = self.traced(*inputs)
+        try:
+            compiled = torch.compile(self.traced, **self.compile_options)
+            with torch.random.fork_rng(devices=cuda_devices(inputs)):
+                outputs = compiled(*inputs)
+        except Exception as error:  # any compiler failure: the traced graph still runs
+            warn_fallback(
+                f"compiling the {self.what} failed ({type(error).__name__}: {first_line(error)})",
+                f"the traced {self.what} uncompiled (Pyro's Python overhead is still gone)",
+            )
+            self._run = self.traced
+            return expected
+        mismatch = disagreement(outputs, expected)
+        if mismatch:
+            warn_fallback(
+                f"the compiled {self.what} disagrees with the traced one ({mismatch})",
+                f"the traced {self.what} uncompiled (Pyro's Python overhead is still gone)",
+            )
+            self._run = self.traced
+            return expected
+        self.compiled = self._run = compiled
+        return outputs
 
 
 class _WithGradients(torch.autograd.Function):
@@ -127,13 +188,18 @@ def trace_step(
     tensor_args: Sequence[torch.Tensor],
     modules: Sequence[torch.nn.Module],
     transforms: dict[str, torch.distributions.Transform],
-) -> torch.fx.GraphModule:
-    """Record ``loss_fn`` and its gradients as one functional ATen graph.
+    mode: str | None = None,
+) -> tuple[torch.fx.GraphModule, str]:
+    """Record ``loss_fn`` and its gradients as one ATen graph; returns it and the
+    tracing mode that worked.
 
     ``loss_fn(*tensor_args)`` returns ``(loss, *extras)`` and is run with the parameters
     ``param_names`` substituted by traced leaves; the graph takes ``(*params,
     *tensor_args)`` and returns ``(loss, *grads, *extras)`` (zeros for parameters the
     loss does not touch; extras, e.g. an objective's new state, without gradients).
+    The trace runs on fake tensors (shapes only: no arithmetic, no memory at any N);
+    where they cannot follow the program (a shape that depends on values) it runs on
+    the real tensors instead (``mode="real"``).
     """
 
     def loss_and_grads(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -154,15 +220,43 @@ def trace_step(
 
     leaves = [p.detach().clone().requires_grad_(True) for p in params]
     args = [a.detach() for a in tensor_args]
-    with pyro.validation_enabled(False):  # validation branches on values; it ran eagerly
-        graph = make_fx(loss_and_grads)(*leaves, *args)
-    # Make every in-place operation (e.g. ``normal_`` on a fresh buffer) a pure one.
-    graph = make_fx(torch.func.functionalize(graph, remove="mutations_and_views"))(
-        *[leaf.detach() for leaf in leaves], *args
-    )
-    graph.graph.eliminate_dead_code()
-    graph.recompile()
-    return graph
+
+    def record(tracing_mode: str) -> torch.fx.GraphModule:
+        with pyro.validation_enabled(False):  # validation branches on values; it ran eagerly
+            return record_graph(loss_and_grads, [*leaves, *args], tracing_mode)
+
+    if mode is not None:
+        return record(mode), mode
+    try:
+        return record("fake"), "fake"
+    except Exception:  # e.g. a value-dependent shape: trace on the real tensors
+        return record("real"), "real"
+
+
+def record_graph(
+    function: Callable[..., Any], inputs: Sequence[torch.Tensor], mode: str
+) -> torch.fx.GraphModule:
+    """``make_fx`` of ``function`` on ``inputs``, on fake copies of them with ``mode="fake"``
+    (tensors the program holds itself stay real: they become the graph's constants)."""
+    if mode == "real":
+        return make_fx(function)(*inputs)
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    fakes = [fake_mode.from_tensor(tensor) for tensor in inputs]
+    with fake_mode:
+        return make_fx(function)(*fakes)
+
+
+def pure_graph(
+    graph: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor], mode: str
+) -> torch.fx.GraphModule:
+    """``graph`` with every in-place operation (e.g. ``normal_`` on a fresh buffer) made a
+    pure one, and dead code removed."""
+    inputs = [tensor.detach() for tensor in example_inputs]
+    functional = torch.func.functionalize(graph, remove="mutations_and_views")
+    pure = record_graph(functional, inputs, mode)
+    pure.graph.eliminate_dead_code()
+    pure.recompile()
+    return pure
 
 
 def _is_random(node: torch.fx.Node) -> bool:
@@ -221,47 +315,29 @@ def build_step(
     modules: Sequence[torch.nn.Module],
     compile_options: dict[str, Any],
 ) -> TracedStep:
-    """Trace (twice, to check the structure is static), lift the noise, compile.
+    """Trace (twice, to check the structure is static), lift the noise; the result
+    compiles on its first call (:class:`CheckedGraph`).
 
     :raises NotStaticError: when the two traces differ.
     """
     constraints = parameter_constraints()
     transforms = {name: transform_to(constraints[name]) for name in param_names}
-    traced = [
-        lift_noise(trace_step(loss_fn, param_names, params, tensor_args, modules, transforms))
-        for _ in range(2)
-    ]
-    (noise, pure), (_, again) = traced
-    if pure.code != again.code:
+    raw, mode = trace_step(loss_fn, param_names, params, tensor_args, modules, transforms)
+    again, _ = trace_step(loss_fn, param_names, params, tensor_args, modules, transforms, mode)
+    if raw.code != again.code:
         raise NotStaticError(
             "the model or guide traced to different programs on two draws (Python control "
             "flow that depends on sampled values)"
         )
-    names = tuple(param_names)
-    compiled = TracedStep(torch.compile(pure, **compile_options), noise, names, pure, True)
-    reference = TracedStep(pure, noise, names, pure, False)
-    mismatch = _disagreement(compiled, reference, params, tensor_args)
-    if mismatch:
-        warn_fallback(
-            f"the compiled step disagrees with the traced one ({mismatch})",
-            "the traced step uncompiled (Pyro's Python overhead is still gone)",
-        )
-        return reference
-    return compiled
+    noise, pure = lift_noise(pure_graph(raw, [*params, *tensor_args], mode))
+    graph = CheckedGraph(pure, compile_options, "step")
+    return TracedStep(graph, noise, tuple(param_names), pure, mode)
 
 
-def _disagreement(
-    step: TracedStep,
-    reference: TracedStep,
-    params: Sequence[torch.Tensor],
-    tensor_args: Sequence[torch.Tensor],
-) -> str | None:
-    """Run both steps on the same noise; describe the first output that differs beyond
-    float32 rounding (compiler kernels fuse and reorder), or None."""
-    with torch.random.fork_rng(devices=cuda_devices([*params, *tensor_args])):
-        outputs = step(params, tensor_args)
-    expected = reference(params, tensor_args)
-    for index, (got, want) in enumerate(zip(_flat(outputs), _flat(expected), strict=True)):
+def disagreement(outputs: Sequence[torch.Tensor], expected: Sequence[torch.Tensor]) -> str | None:
+    """The first of ``outputs`` that differs from ``expected`` beyond float32 rounding
+    (compiler kernels fuse and reorder), described, or None."""
+    for index, (got, want) in enumerate(zip(outputs, expected, strict=True)):
         finite = want.isfinite()
         if not torch.equal(got.isfinite(), finite):
             return f"output {index} is non-finite where the traced step's is finite"
@@ -274,11 +350,6 @@ def _disagreement(
 def cuda_devices(tensors: Sequence[torch.Tensor]) -> list[int]:
     """The CUDA device indices ``tensors`` live on (whose RNG states a fork must keep)."""
     return sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
-
-
-def _flat(outputs: tuple[torch.Tensor, Sequence[torch.Tensor], Sequence[torch.Tensor]]):
-    loss, grads, extras = outputs
-    return [loss, *grads, *extras]
 
 
 def parameters_read_by(
@@ -294,6 +365,17 @@ def parameters_read_by(
         if site["type"] == "param"
     }
     return result, params
+
+
+def _with_gradients_now(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    """``loss`` with its gradients computed now and its autograd graph freed (so that
+    tracing and compiling do not run beside a full-size graph), still handing them to
+    ``params`` on ``backward()``."""
+    if not loss.requires_grad:
+        return loss
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+    return attach_gradients(loss.detach(), params, grads)
 
 
 def read_parameters(names: Sequence[str]) -> list[torch.Tensor]:
@@ -379,6 +461,7 @@ class CompiledPath:
                 carry.load_compile_carry(list(carried_out))
             return attach_gradients(loss, params, grads)
         loss, params = parameters_read_by(lambda: eager(args, kwargs))
+        loss = _with_gradients_now(loss, list(params.values()))
         modules = [part for part in (model, guide) if isinstance(part, torch.nn.Module)]
         after = carry.compile_carry() if carry is not None else []
 
@@ -438,9 +521,9 @@ class CompiledPath:
             except NotStaticError as error:
                 warn_fallback(str(error))
                 return None
-            except Exception as error:  # any tracing or compiler failure
+            except Exception as error:  # any tracing failure (compiling comes at first use)
                 warn_fallback(
-                    f"tracing or compiling the step failed ({type(error).__name__}: "
+                    f"tracing the step failed ({type(error).__name__}: "
                     f"{first_line(error)}); a model needs "
                     "static structure and tensor operations only"
                 )

@@ -24,9 +24,14 @@ from typing import Any
 import pyro
 import torch
 from pyro.infer import SVI
-from torch.fx.experimental.proxy_tensor import make_fx
 
-from pyro_elbo_lab.engine.compiled import CompiledPath, TracedStep, cuda_devices
+from pyro_elbo_lab.engine.compiled import (
+    CheckedGraph,
+    CompiledPath,
+    TracedStep,
+    cuda_devices,
+    record_graph,
+)
 from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.optim import FusedAdam
 
@@ -142,10 +147,8 @@ class CompiledSVI(SVI):
         first, second = self._moments(params)
         with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices([*params, *tensors])):
             example = [*params, *first, *second, self._count + 1, *tensors, *traced.noise()]
-            graph = make_fx(update)(*[t.detach() for t in example])
-        if traced.compiled:  # else the compiler disagreed with the traced step: stay traced
-            graph = torch.compile(graph, **self.objective.compiled.compile_options)
-        return graph, first, second
+            graph = record_graph(update, [t.detach() for t in example], "fake")
+        return CheckedGraph(graph, self.objective.compiled.compile_options, "update"), first, second
 
     def _moments(self, params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Adam's running moments of ``params`` from the eager steps (zeros if none)."""

@@ -44,6 +44,8 @@ class LabConfig:
     #: learning rates end at this fraction of their start, geometric in the budget spent
     final_lr_fraction: float = 1.0
     device: str = "cpu"
+    #: where compiled steps are cached on disk, shared by a sweep's jobs (None: torch's default)
+    compile_cache_dir: str | None = None
     progress_bar: bool = True
     num_threads: int | None = None
     loss_history_points: int = 200

@@ -13,7 +13,7 @@ import pyro
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pyro_elbo_lab.engine import random_streams_restored
+from pyro_elbo_lab.engine import random_streams_restored, use_compile_cache
 from pyro_elbo_lab.errors import ConfigError, require_positive_int
 from pyro_elbo_lab.evaluation import EvaluationSettings, evaluate_guide
 from pyro_elbo_lab.evaluation.checkpoints import CheckpointProbe, CheckpointSettings
@@ -120,6 +120,8 @@ def _fit_and_evaluate(
     """One fit of ``config`` and its evaluation and files, into ``record``."""
     pyro.clear_param_store()
     pyro.set_rng_seed(config.seed)
+    if config.compile_cache_dir is not None:
+        use_compile_cache(config.compile_cache_dir)
     components = build_components(config)
     record["device"] = str(components.device)
     record["torch_threads"] = torch.get_num_threads()
