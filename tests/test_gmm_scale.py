@@ -234,6 +234,47 @@ def test_a_static_model_is_traced_on_fake_tensors_and_compiles_at_first_use():
     assert update.compiled is not None
 
 
+def _broken_backend(graph, example_inputs):
+    raise RuntimeError("no kernels today")
+
+
+def _wrong_backend(graph, example_inputs):
+    def run(*inputs):
+        outputs = graph(*inputs)
+        return [output + 1 for output in outputs]
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("backend", "reason"),
+    [(_broken_backend, "compiling the update failed"), (_wrong_backend, "disagrees")],
+)
+def test_a_checked_graph_falls_back_to_the_traced_one_and_writes_its_inputs_as_it_would(
+    backend, reason
+):
+    """A compiler failure or a compiled graph that disagrees: one warning naming the
+    reason, the traced result, and the inputs the graph writes in place written once,
+    as the traced graph writes them (not twice, not by the faulty compiled run)."""
+    from pyro_elbo_lab.engine.compiled import CheckedGraph, record_graph
+
+    def update(param, grad):
+        param.copy_(param - 0.5 * grad)
+        return ((param * param).sum(),)
+
+    param, grad = torch.ones(3), torch.full((3,), 2.0)
+    graph = record_graph(update, [param.clone(), grad], "fake")
+    checked = CheckedGraph(graph, {"backend": backend}, "update")
+    with pytest.warns(RuntimeWarning, match=reason):
+        (loss,) = checked(param, grad)
+    assert torch.equal(param, torch.zeros(3)) and float(loss) == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the traced graph from now on
+        checked(param, grad)
+    assert torch.equal(param, torch.full((3,), -1.0))
+    assert checked.compiled is None
+
+
 @pytest.mark.slow
 def test_a_cached_compile_gives_bit_identical_steps(tmp_path, monkeypatch):
     """Inductor's on-disk cache (the lab's compile_cache_dir) serves the second build:

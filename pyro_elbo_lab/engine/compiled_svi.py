@@ -112,22 +112,16 @@ class CompiledSVI(SVI):
         traced, tensors = compiled.step_for(self.model, self.guide, args, kwargs, state)
         if traced is None:  # not built yet (this step builds it) or not static (eager)
             loss = super().step(*args, **kwargs)
-            self._count = self._count + 1
+            self._count += 1
             return loss
         store = dict(pyro.get_param_store().named_parameters())
         params = [store[name] for name in traced.param_names]
         if id(traced) not in self._updates:
             self._updates[id(traced)] = self._build(traced, params, tensors)
         update, first, second = self._updates[id(traced)]
-        self._count = self._count + 1
         with torch.no_grad():
             noise = traced.noise()
-            loss, *rest = update(*params, *first, *second, self._count, *tensors, *noise)
-            count = len(params)
-            for target, value in zip(params, rest[:count], strict=True):
-                target.copy_(value)
-            first[:] = rest[count : 2 * count]
-            second[:] = rest[2 * count :]
+            (loss,) = update(*params, *first, *second, self._count, *tensors, *noise)
         return float(loss)
 
     def _build(
@@ -137,16 +131,22 @@ class CompiledSVI(SVI):
         count = len(params)
         pure = traced.traced
 
-        def update(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def update(*inputs: torch.Tensor) -> tuple[torch.Tensor]:
+            # parameters, moments and the step count are written in place: the compiled
+            # kernels store into them, with no outputs to allocate or copy back
             param, first, second = (inputs[i * count : (i + 1) * count] for i in range(3))
             step, rest = inputs[3 * count], inputs[3 * count + 1 :]
             loss, *grads = pure(*param, *rest)[: count + 1]
+            step.copy_(step + 1)
             new = adam_update(param, grads, first, second, step, **options)
-            return (loss, *new[0], *new[1], *new[2])
+            for targets, values in zip((param, first, second), new, strict=True):
+                for target, value in zip(targets, values, strict=True):
+                    target.copy_(value)
+            return (loss,)
 
         first, second = self._moments(params)
         with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices([*params, *tensors])):
-            example = [*params, *first, *second, self._count + 1, *tensors, *traced.noise()]
+            example = [*params, *first, *second, self._count, *tensors, *traced.noise()]
             graph = record_graph(update, [t.detach() for t in example], "fake")
         return CheckedGraph(graph, self.objective.compiled.compile_options, "update"), first, second
 
