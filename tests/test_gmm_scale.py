@@ -276,6 +276,26 @@ def test_a_checked_graph_falls_back_to_the_traced_one_and_writes_its_inputs_as_i
 
 
 @pytest.mark.slow
+def test_stl_with_eight_particles_compiles_despite_inductors_vectorised_nan():
+    """torch 2.13's vectorised CPU kernels return NaN for this graph; the check catches
+    it and the scalar-kernel retry compiles it (no fallback to the traced step), with
+    the eager engine's loss."""
+    losses = []
+    for compile in (False, True):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        model = GaussianMixture()
+        objective = objectives.build("stl", num_particles=8, max_plate_nesting=1, compile=compile)
+        svi = SVI(model, AutoNormal(model), pyro.optim.Adam({"lr": 0.01}), objective)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            losses.append([svi.step(model.train_data) for _ in range(3)])
+    (step,) = objective.compiled._steps.values()
+    assert step.graph.compiled is not None
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
+
+@pytest.mark.slow
 def test_a_cached_compile_gives_bit_identical_steps(tmp_path, monkeypatch):
     """Inductor's on-disk cache (the lab's compile_cache_dir) serves the second build:
     the same kernels, so the loss trajectory and final parameters are bit-identical."""

@@ -116,63 +116,62 @@ class CheckedGraph:
     def __call__(self, *inputs: torch.Tensor) -> Sequence[torch.Tensor]:
         if self._run is not None:
             return self._run(*inputs)
-        copies = {index: inputs[index].clone() for index in self._written}
-        reference = [copies.get(index, tensor) for index, tensor in enumerate(inputs)]
-        expected = self.traced(*reference)
-        try:
-            compiled = torch.compile(
-                self.traced, **compile_options_for(self.compile_options, inputs)
-            )
-            with torch.random.fork_rng(devices=cuda_devices(inputs)):
-                outputs = compiled(*inputs)
-        except Exception as error:  # any compiler failure: the traced graph still runs
-            return self._fall_back(
-                f"compiling the {self.what} failed ({type(error).__name__}: {first_line(error)})",
-                inputs,
-                copies,
-                expected,
-            )
-        written = [inputs[index] for index in self._written]
-        mismatch = disagreement(
-            [*outputs, *written], [*expected, *(copies[i] for i in self._written)]
-        )
-        if mismatch:
-            return self._fall_back(
-                f"the compiled {self.what} disagrees with the traced one ({mismatch})",
-                inputs,
-                copies,
-                expected,
-            )
-        self.compiled = self._run = compiled
-        return outputs
-
-    def _fall_back(
-        self,
-        reason: str,
-        inputs: Sequence[torch.Tensor],
-        written: dict[int, torch.Tensor],
-        expected: Sequence[torch.Tensor],
-    ) -> Sequence[torch.Tensor]:
-        """Warn, run the traced graph from now on, and leave the inputs as the traced
-        run wrote them (``written``), whatever the compiled run did to them."""
+        before = {index: inputs[index].clone() for index in self._written}
+        copies = {index: value.clone() for index, value in before.items()}
+        expected = self.traced(*[copies.get(i, tensor) for i, tensor in enumerate(inputs)])
+        reasons = []
+        for options in compile_options_for(self.compile_options, inputs):
+            try:
+                compiled = torch.compile(self.traced, **options)
+                with torch.random.fork_rng(devices=cuda_devices(inputs)):
+                    outputs = compiled(*inputs)
+            except Exception as error:  # any compiler failure: the traced graph still runs
+                reasons.append(
+                    f"compiling the {self.what} failed ({type(error).__name__}: "
+                    f"{first_line(error)})"
+                )
+            else:
+                written = [inputs[index] for index in self._written]
+                mismatch = disagreement(
+                    [*outputs, *written], [*expected, *(copies[i] for i in self._written)]
+                )
+                if mismatch is None:
+                    self.compiled = self._run = compiled
+                    return outputs
+                reasons.append(
+                    f"the compiled {self.what} disagrees with the traced one ({mismatch})"
+                )
+            for index, value in before.items():  # undo what the rejected run wrote
+                inputs[index].copy_(value)
         warn_fallback(
-            reason, f"the traced {self.what} uncompiled (Pyro's Python overhead is still gone)"
+            reasons[0], f"the traced {self.what} uncompiled (Pyro's Python overhead is still gone)"
         )
         self._run = self.traced
-        for index, value in written.items():
+        for index, value in copies.items():  # as the traced run wrote them
             inputs[index].copy_(value)
         return expected
 
 
-def compile_options_for(options: dict[str, Any], inputs: Sequence[torch.Tensor]) -> dict[str, Any]:
-    """``torch.compile``'s options, with inductor's C++ wrapper on CPU unless the user
-    chose a ``mode`` or another backend (their own ``options`` win): the wrapper
-    (buffer allocation, kernel calls) then runs as compiled code instead of Python,
-    about 30% of a step at N = 10³ (experiments/gmm_scale)."""
+def compile_options_for(
+    options: dict[str, Any], inputs: Sequence[torch.Tensor]
+) -> list[dict[str, Any]]:
+    """The ``torch.compile`` options to try, in order, for a graph on ``inputs``.
+
+    On CPU with inductor and no ``mode`` of the user's (their own ``options`` win):
+    first with inductor's C++ wrapper (buffer allocation and kernel calls as compiled
+    code instead of Python, about 30% of a step at N = 10³, experiments/gmm_scale),
+    then, should that disagree with the traced graph, with scalar kernels as well
+    (``cpp.simdlen=1``: torch 2.13's vectorised CPU kernels give NaN on some fused
+    graphs, e.g. STL with 8 particles on the GMM, where scalar ones agree).
+    """
     custom = "mode" in options or options.get("backend", "inductor") != "inductor"
     if custom or any(tensor.device.type != "cpu" for tensor in inputs):
-        return options
-    return {**options, "options": {"cpp_wrapper": True, **options.get("options", {})}}
+        return [options]
+    own = options.get("options", {})
+    return [
+        {**options, "options": {"cpp_wrapper": True, **own}},
+        {**options, "options": {"cpp_wrapper": True, "cpp.simdlen": 1, **own}},
+    ]
 
 
 def written_inputs(graph: torch.fx.GraphModule) -> list[int]:
