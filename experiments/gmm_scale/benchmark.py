@@ -16,7 +16,9 @@ the unconstrained latents (``AutoNormal``), Adam(lr) and one particle:
 - ``numpyro_jit``: NumPyro's ``Trace_ELBO`` on the marginalised model, the whole
   update under ``jax.jit``.
 
-Each measurement runs in its own process (clean peak RSS, no shared compiler caches)::
+Each measurement runs in its own process (clean peak RSS); each ``ours_compiled`` grid
+job compiles into a cache folder of its own (cold), which its ``cached`` twin, a new
+process, then reuses (a sweep's later job)::
 
     python experiments/gmm_scale/benchmark.py            # the committed grid
     python experiments/gmm_scale/benchmark.py --quick    # N = 1e3 only, a smoke run
@@ -34,8 +36,10 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +51,13 @@ SPEED_METHODS = (
     "pyro_trace_enum",
     "pyro_jit_trace_enum",
     "torch_eager",
+    "numpyro_jit",
+)
+PARTICLE_METHODS = (
+    "ours_compiled",
+    "ours_eager",
+    "pyro_trace_enum",
+    "pyro_jit_trace_enum",
     "numpyro_jit",
 )
 QUALITY_METHODS = ("sklearn_bgmm", "sklearn_gmm", "ours_minibatch")
@@ -80,7 +91,14 @@ def autonormal(model, data, k: int):
 
 
 # -- one step callable per method --------------------------------------------------------
-def ours(n: int, k: int, d: int, compiled: bool, subsample_size: int | None = None):
+def ours(
+    n: int,
+    k: int,
+    d: int,
+    compiled: bool,
+    subsample_size: int | None = None,
+    particles: int = 1,
+):
     import pyro
     from pyro.infer import SVI
     from pyro.optim import Adam
@@ -91,7 +109,7 @@ def ours(n: int, k: int, d: int, compiled: bool, subsample_size: int | None = No
 
     model = make_model(n, k, d, subsample_size=subsample_size)
     guide = autonormal(model, model.train_data, k)
-    objective = IWAE(num_particles=1, compile=compiled)
+    objective = IWAE(num_particles=particles, compile=compiled)
     if compiled:  # the lab's fast path: loss, gradients and Adam in one compiled graph
         svi = CompiledSVI(model, guide, FusedAdam({"lr": LEARNING_RATE}), objective)
     else:
@@ -100,7 +118,7 @@ def ours(n: int, k: int, d: int, compiled: bool, subsample_size: int | None = No
     return model, guide, lambda: svi.step(model.train_data)
 
 
-def pyro_enum(n: int, k: int, d: int, jit: bool):
+def pyro_enum(n: int, k: int, d: int, jit: bool, particles: int = 1):
     import pyro
     from pyro import poutine
     from pyro.infer import SVI, JitTraceEnum_ELBO, TraceEnum_ELBO
@@ -108,7 +126,9 @@ def pyro_enum(n: int, k: int, d: int, jit: bool):
 
     model = make_model(n, k, d, assignment="enumerated")
     guide = autonormal(poutine.block(model, hide=["assignment"]), model.train_data, k)
-    elbo = (JitTraceEnum_ELBO if jit else TraceEnum_ELBO)(max_plate_nesting=1)
+    elbo = (JitTraceEnum_ELBO if jit else TraceEnum_ELBO)(
+        max_plate_nesting=1, num_particles=particles, vectorize_particles=particles > 1
+    )
     svi = SVI(model, guide, Adam({"lr": LEARNING_RATE}), elbo)
     pyro.set_rng_seed(0)
     return lambda: svi.step(model.train_data)
@@ -174,7 +194,7 @@ def torch_eager(n: int, k: int, d: int):
     return step
 
 
-def numpyro_jit(n: int, k: int, d: int):
+def numpyro_jit(n: int, k: int, d: int, particles: int = 1):
     import jax
     import jax.numpy as jnp
     import numpyro
@@ -205,7 +225,7 @@ def numpyro_jit(n: int, k: int, d: int):
             )
 
     guide = AutoNormal(model, init_loc_fn=init_to_value(values={"locs": locs0}))
-    svi = SVI(model, guide, numpyro.optim.Adam(LEARNING_RATE), Trace_ELBO())
+    svi = SVI(model, guide, numpyro.optim.Adam(LEARNING_RATE), Trace_ELBO(num_particles=particles))
     state = [svi.init(jax.random.PRNGKey(0), data)]
     update = jax.jit(svi.update)
 
@@ -216,16 +236,23 @@ def numpyro_jit(n: int, k: int, d: int):
     return step
 
 
-def speed_step(method: str, n: int, k: int, d: int) -> Callable[[], float]:
+def speed_step(
+    method: str, n: int, k: int, d: int, particles: int = 1, subsample: int | None = None
+) -> Callable[[], float]:
+    """A step of ``method`` with ``particles`` Monte Carlo draws (vectorised) per step;
+    ``subsample``: minibatches of that many points (``ours_compiled`` only)."""
     if method in ("ours_eager", "ours_compiled"):
-        return ours(n, k, d, compiled=method == "ours_compiled")[2]
+        compiled = method == "ours_compiled"
+        return ours(n, k, d, compiled, subsample_size=subsample, particles=particles)[2]
+    if subsample is not None:
+        raise ValueError(f"{method} is not measured with minibatches")
     if method in ("pyro_trace_enum", "pyro_jit_trace_enum"):
-        return pyro_enum(n, k, d, jit=method == "pyro_jit_trace_enum")
-    if method == "torch_eager":
+        return pyro_enum(n, k, d, jit=method == "pyro_jit_trace_enum", particles=particles)
+    if method == "torch_eager" and particles == 1:
         return torch_eager(n, k, d)
     if method == "numpyro_jit":
-        return numpyro_jit(n, k, d)
-    raise ValueError(method)
+        return numpyro_jit(n, k, d, particles=particles)
+    raise ValueError(f"{method} with {particles} particles is not measured")
 
 
 def current_rss_mb() -> float:
@@ -237,26 +264,66 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_speed(method: str, n: int, k: int, d: int) -> dict:
-    """Set up, warm up (compilation, tracing), then time steps for MIN_SECONDS."""
+def reset_peak_rss() -> None:
+    """Start the kernel's peak-RSS count (VmHWM) afresh (Linux)."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def vm_peak_mb() -> float:
+    """VmHWM: the peak RSS since the last :func:`reset_peak_rss` (or the start), MiB."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def measure_speed(
+    method: str,
+    n: int,
+    k: int,
+    d: int,
+    particles: int = 1,
+    subsample: int | None = None,
+    again: bool = False,
+) -> dict:
+    """Set up, warm up (compilation, tracing), then time steps for MIN_SECONDS.
+
+    ``setup_s``: from building the model to the end of the second step (everything a
+    run pays before its steady state). Memory: the peak RSS of the whole process and,
+    apart from it, the peak over the timed (steady-state) steps. ``again``: then set up
+    the same run once more in this process and time that (a sweep's later jobs under
+    a sequential launcher: compiler state warm in memory, not only on disk).
+    """
     start = time.perf_counter()
-    step = speed_step(method, n, k, d)
+    step = speed_step(method, n, k, d, particles, subsample)
     baseline = current_rss_mb()
     for _ in range(2):
         step()
     setup = time.perf_counter() - start
+    reset_peak_rss()
     steps, start = 0, time.perf_counter()
     while steps < MIN_STEPS or time.perf_counter() - start < MIN_SECONDS:
         loss = step()
         steps += 1
     elapsed = time.perf_counter() - start
-    return {
+    result = {
         "steps_per_s": steps / elapsed,
         "setup_s": setup,
         "final_loss": loss,
         "rss_before_mb": baseline,
         "peak_rss_mb": peak_rss_mb(),
+        "steady_peak_rss_mb": vm_peak_mb(),
     }
+    if again:
+        import pyro
+
+        pyro.clear_param_store()
+        start = time.perf_counter()
+        step = speed_step(method, n, k, d, particles, subsample)
+        for _ in range(2):
+            step()
+        result["setup_again_s"] = time.perf_counter() - start
+    return result
 
 
 # -- time to scikit-learn's held-out log-likelihood -------------------------------------------
@@ -322,7 +389,20 @@ def run_worker(job: dict) -> dict:
     torch.manual_seed(0)
     try:
         if job["kind"] == "speed":
-            return {**job, **measure_speed(job["method"], job["n"], job["k"], job["d"])}
+            if job.get(
+                "cache_dir"
+            ):  # this job's own compile cache: cold, or warm from a job before
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = job["cache_dir"]
+            measured = measure_speed(
+                job["method"],
+                job["n"],
+                job["k"],
+                job["d"],
+                job.get("particles", 1),
+                job.get("subsample"),
+                job.get("again", False),
+            )
+            return {**job, **measured}
         return {
             **job,
             **measure_quality(
@@ -360,6 +440,7 @@ def main() -> None:
         help="K x D pairs of components and dimensions",
     )
     parser.add_argument("--quality-sizes", type=int, nargs="+", default=[10**5, 10**6])
+    parser.add_argument("--particles", type=int, nargs="+", default=[1, 4, 16, 64, 256])
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument(
         "--report-only", type=Path, help="rebuild the reports from a runs.jsonl of measurements"
@@ -377,14 +458,13 @@ def main() -> None:
     sizes = [10**3] if args.quick else args.sizes
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "runs.jsonl").unlink(missing_ok=True)
-    rows = []
     shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes]
-    for n in sizes:
-        for k, d in shapes:
-            for method in SPEED_METHODS:
-                job = {"kind": "speed", "method": method, "n": n, "k": k, "d": d}
-                rows.append(spawn(job, args.timeout))
-                log(rows[-1], args.output)
+    caches = Path(tempfile.mkdtemp(prefix="gmm_scale_compile_cache_"))
+    rows = []
+    for job in speed_jobs(sizes, shapes, args.particles, args.quick, caches):
+        rows.append(spawn(job, args.timeout))
+        log(rows[-1], args.output)
+    shutil.rmtree(caches, ignore_errors=True)
     quality = []
     for n in [] if args.quick else args.quality_sizes:
         for method in QUALITY_METHODS:
@@ -403,6 +483,63 @@ def main() -> None:
             quality.append(spawn(job, args.timeout * 4))
             log(quality[-1], args.output)
     write_reports(rows, quality, args.output, machine())
+
+
+def speed_jobs(
+    sizes: list[int],
+    shapes: list[tuple[int, int]],
+    particles: list[int],
+    quick: bool,
+    caches: Path,
+) -> list[dict]:
+    """Every speed measurement, in order.
+
+    - ``grid``: each method at each (N, K, D); ``ours_compiled`` with a compile cache
+      of its own (cold: nothing cached), then ``cached``: the same run in a new process
+      on that cache (a sweep's later job), and once more in that process (``again``);
+    - ``minibatch``: ``ours_compiled`` at N = 10⁶ on minibatches of 10⁴ (against the
+      full-data step at N = 10⁴ of the grid);
+    - ``particles``: ours, Pyro and NumPyro with 1…256 vectorised particles at N = 10⁴,
+      K = 5, D = 2 (the scaling curve in particles).
+    """
+    jobs = []
+    for n in sizes:
+        for k, d in shapes:
+            for method in SPEED_METHODS:
+                job = {"kind": "speed", "series": "grid", "method": method, "n": n, "k": k, "d": d}
+                if method == "ours_compiled":
+                    job["cache_dir"] = str(caches / f"{n}_{k}_{d}")
+                    jobs += [job, {**job, "series": "cached", "again": True}]
+                else:
+                    jobs.append(job)
+    if quick:
+        return jobs
+    for k, d in shapes:
+        jobs.append(
+            {
+                "kind": "speed",
+                "series": "minibatch",
+                "method": "ours_compiled",
+                "n": 10**6,
+                "k": k,
+                "d": d,
+                "subsample": 10**4,
+            }
+        )
+    for count in particles:
+        for method in PARTICLE_METHODS:
+            jobs.append(
+                {
+                    "kind": "speed",
+                    "series": "particles",
+                    "method": method,
+                    "n": 10**4,
+                    "k": 5,
+                    "d": 2,
+                    "particles": count,
+                }
+            )
+    return jobs
 
 
 def log(result: dict, output: Path) -> None:

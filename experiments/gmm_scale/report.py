@@ -13,6 +13,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 SPEED_COLUMNS = (
+    "series",
+    "n",
+    "k",
+    "d",
+    "particles",
+    "subsample",
+    "method",
+    "steps_per_s",
+    "ratio_to_ours_compiled",
+    "setup_s",
+    "setup_again_s",
+    "rss_before_mb",
+    "peak_rss_mb",
+    "steady_peak_rss_mb",
+    "error",
+)
+GRID_COLUMNS = (
     "n",
     "k",
     "d",
@@ -22,6 +39,7 @@ SPEED_COLUMNS = (
     "setup_s",
     "rss_before_mb",
     "peak_rss_mb",
+    "steady_peak_rss_mb",
     "error",
 )
 QUALITY_COLUMNS = (
@@ -43,7 +61,12 @@ TOLERANCE = 0.01  # nats per point
 def read_runs(path: Path) -> tuple[list[dict], list[dict]]:
     """The speed and quality measurements of a ``runs.jsonl`` (or a log of them)."""
     runs = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
-    return [r for r in runs if r["kind"] == "speed"], [r for r in runs if r["kind"] == "quality"]
+    speed = [{"series": "grid", **r} for r in runs if r["kind"] == "speed"]
+    return speed, [r for r in runs if r["kind"] == "quality"]
+
+
+def series(rows: list[dict], name: str) -> list[dict]:
+    return [row for row in rows if row.get("series", "grid") == name]
 
 
 def _ratios(rows: list[dict]) -> None:
@@ -137,13 +160,119 @@ def plot_quality(quality: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def _speed(rows: list[dict]) -> dict[tuple, float | None]:
+    return {
+        (r["n"], r["k"], r["d"], r.get("particles", 1), r["method"]): r.get("steps_per_s")
+        for r in rows
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def latency(rows: list[dict]) -> list[str]:
+    """Set-up before the steady state: cold, from the on-disk cache in a new process,
+    again in the same process; NumPyro's (its JIT caches nothing across processes)."""
+    grid = {(r["n"], r["k"], r["d"], r["method"]): r for r in series(rows, "grid")}
+    body = []
+    for row in series(rows, "cached"):
+        key = (row["n"], row["k"], row["d"])
+        cold = grid.get((*key, "ours_compiled"), {}).get("setup_s")
+        numpyro = grid.get((*key, "numpyro_jit"), {}).get("setup_s")
+        body.append(
+            [f"{key[0]:.0e}", *key[1:], cold, row.get("setup_s"), row.get("setup_again_s"), numpyro]
+        )
+    header = ["N", "K", "D", "cold", "cached (new process)", "again (same process)", "NumPyro"]
+    return _table(header, body)
+
+
+def minibatch(rows: list[dict]) -> list[str]:
+    """A minibatch step at N = 10⁶ against a full-data step at N = subsample."""
+    speed = _speed(series(rows, "grid"))
+    body = []
+    for row in series(rows, "minibatch"):
+        full = speed.get((row["subsample"], row["k"], row["d"], 1, "ours_compiled"))
+        body.append(
+            [row["k"], row["d"], row.get("steps_per_s"), full, _ratio(full, row.get("steps_per_s"))]
+        )
+    header = ["K", "D", "N = 10⁶, B = 10⁴ (steps/s)", "full N = 10⁴ (steps/s)", "step-time ratio"]
+    return _table(header, body)
+
+
+def memory(rows: list[dict]) -> list[str]:
+    """Peak and steady-state RSS at the largest N, every method."""
+    grid = series(rows, "grid")
+    largest = max((r["n"] for r in grid), default=None)
+    keys = ("k", "d", "method", "peak_rss_mb", "steady_peak_rss_mb", "rss_before_mb")
+    body = [[row.get(key) for key in keys] for row in grid if row["n"] == largest]
+    header = ["K", "D", "method", "peak RSS (MiB)", "steady-state peak (MiB)", "before (MiB)"]
+    return _table(header, body)
+
+
+def particles(rows: list[dict]) -> list[str]:
+    """Steps/s with 1…256 vectorised particles; each method's cost against its own K = 1."""
+    measured = series(rows, "particles")
+    methods = list(dict.fromkeys(r["method"] for r in measured))
+    speed = _speed(measured)
+    body = []
+    for count in sorted({r["particles"] for r in measured}):
+        values = [speed.get((10**4, 5, 2, count, m)) for m in methods]
+        growth = [
+            _ratio(speed.get((10**4, 5, 2, 1, m)), v) for m, v in zip(methods, values, strict=True)
+        ]
+        body.append([count, *values, *growth])
+    return _table(["particles", *methods, *(f"{m}: × its 1-particle step" for m in methods)], body)
+
+
+def _table(header: list[str], body: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(_cell(value) for value in cells) + " |" for cells in body]
+
+
+def plot_scaling(rows: list[dict], path: Path) -> None:
+    """Steps/s against N for each (K, D), and against the particle count at N = 10⁴."""
+    grid = series(rows, "grid")
+    shapes = list(dict.fromkeys((r["k"], r["d"]) for r in grid))
+    figure, axes = plt.subplots(1, len(shapes) + 1, figsize=(4 * (len(shapes) + 1), 3.6))
+    for axis, (k, d) in zip(axes, shapes, strict=False):
+        for method in dict.fromkeys(r["method"] for r in grid):
+            points = sorted(
+                (r["n"], r["steps_per_s"])
+                for r in grid
+                if (r["k"], r["d"], r["method"]) == (k, d, method) and r.get("steps_per_s")
+            )
+            if points:
+                axis.plot(*zip(*points, strict=True), "o-", label=method)
+        axis.set(xscale="log", yscale="log", xlabel="N (data points)", title=f"K = {k}, D = {d}")
+    axes[0].set_ylabel("steps per second")
+    measured = series(rows, "particles")
+    axis = axes[-1]
+    for method in dict.fromkeys(r["method"] for r in measured):
+        points = sorted(
+            (r["particles"], r["steps_per_s"])
+            for r in measured
+            if r["method"] == method and r.get("steps_per_s")
+        )
+        if points:
+            axis.plot(*zip(*points, strict=True), "o-", label=method)
+    axis.set(xscale="log", yscale="log", xlabel="particles (N = 10⁴, K = 5, D = 2)")
+    axis.set_title("vectorised particles")
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def write_reports(rows: list[dict], quality: list[dict], output: Path, machine: str) -> None:
-    _ratios(rows)
+    grid = series(rows, "grid")
+    _ratios(grid)
     _targets(quality)
     _write_csv(output / "results.csv", rows, SPEED_COLUMNS)
     _write_csv(output / "quality.csv", quality, QUALITY_COLUMNS)
     if quality:
         plot_quality(quality, output / "quality.png")
+    plot_scaling(rows, output / "scaling.png")
     lines = [
         "# GMM at scale: results",
         "",
@@ -152,11 +281,29 @@ def write_reports(rows: list[dict], quality: list[dict], output: Path, machine: 
         "",
         "## Steps per second (higher is better)",
         "",
-        *summary(rows),
+        *summary(grid),
         "",
-        "## Every measurement (ratio = method / ours_compiled; RSS in MiB)",
+        "## Set-up before the steady state (seconds)",
         "",
-        *_markdown(rows, SPEED_COLUMNS),
+        *latency(rows),
+        "",
+        "## Minibatches: a step at N = 10⁶ on 10⁴ points against a full step at N = 10⁴",
+        "",
+        *minibatch(rows),
+        "",
+        "## Memory at the largest N",
+        "",
+        *memory(rows),
+        "",
+        "## Vectorised particles (N = 10⁴, K = 5, D = 2; steps per second)",
+        "",
+        *particles(rows),
+        "",
+        "Scaling curves: `scaling.png`.",
+        "",
+        "## Every grid measurement (ratio = method / ours_compiled; RSS in MiB)",
+        "",
+        *_markdown(grid, GRID_COLUMNS),
         "",
         f"## Time to scikit-learn's held-out log-likelihood (within {TOLERANCE} nats/point)",
         "",
