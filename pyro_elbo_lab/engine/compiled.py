@@ -24,10 +24,10 @@ Static structure is checked, not assumed: the program is traced twice and the tw
 graphs must agree. Tracing runs on fake tensors (shapes without data: no arithmetic and
 no memory at any N); a program whose shapes depend on values (boolean indexing of the
 data) or that uses an operation without a fake implementation is traced on the real
-tensors. A model whose Python control flow depends on sampled
-values (or that cannot be traced at all) gets a warning that names the reason, and the
-objective runs eagerly instead. The graph compiles at its first use and is checked
-there against itself uncompiled (:class:`CheckedGraph`).
+tensors. A model whose Python control flow depends on sampled values (or that cannot
+be traced at all) gets a warning that names the reason, and the objective runs eagerly
+instead. The graph compiles at its first use and is checked there against itself
+uncompiled (:class:`CheckedGraph`).
 
 Compiled artefacts are cached on disk by ``torch.compile`` (its FX-graph and
 AOTAutograd caches, keyed by the graph, its input shapes and the torch version; a cache
@@ -373,8 +373,8 @@ def build_step(
     again, _ = trace_step(loss_fn, param_names, params, tensor_args, modules, transforms, mode)
     if raw.code != again.code:
         raise NotStaticError(
-            "the model or guide traced to different programs on two draws (Python control "
-            "flow that depends on sampled values)"
+            "the model or guide traced to different programs twice (Python control flow "
+            "that depends on sampled values or on Python-level randomness)"
         )
     noise, pure = lift_noise(pure_graph(raw, [*params, *tensor_args], mode))
     graph = CheckedGraph(pure, compile_options, "step")
