@@ -514,7 +514,13 @@ def test_the_lab_compiles_the_whole_step_when_asked(compose_config):
     config = compose_config(*overrides)
     components = build_components(config)
     assert isinstance(_svi(components, CountedModel(components.model)), CompiledSVI)
-    assert run(config)["status"] == "ok"
+    record = run(config)
+    assert record["status"] == "ok"
+    # tracing (step 1) and compiling the update (step 2) are set-up, not steady steps
+    fit = record["fit"]
+    assert 0 < fit["setup_time_s"] <= fit["wall_time_s"]
+    steady = fit["wall_time_s"] - fit["setup_time_s"]
+    assert fit["steps_per_second"] == pytest.approx((fit["steps_completed"] - 2) / steady)
 
 
 @pytest.mark.slow

@@ -19,6 +19,8 @@ class Fitter(abc.ABC):
     #: whether :meth:`step` returns a loss worth recording (else NaN)
     reports_loss: ClassVar[bool] = True
     converged: str | None = None
+    #: how many leading steps pay one-off set-up (guide prototype, tracing, compiling)
+    setup_steps: int = 1
 
     @abc.abstractmethod
     def step(self) -> float:

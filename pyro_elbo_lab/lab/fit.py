@@ -57,8 +57,11 @@ class FitResult:
     diverged: bool = False
     #: fitting time, checkpoint evaluations excluded
     wall_time_s: float = 0.0
-    #: time of the steps after the first, which pays one-off set-up (guide prototype, caches)
+    #: time of the fitter's set-up steps (guide prototype, tracing, compiling: the first
+    #: one, two for a compiled update), and of the steps after them
+    setup_time_s: float = 0.0
     steady_time_s: float = 0.0
+    setup_steps: int = 1
     model_evals: int = 0
     #: log-density gradient evaluations (SVI: one per model evaluation)
     gradient_evals: int = 0
@@ -75,8 +78,8 @@ class FitResult:
 
     @property
     def steps_per_second(self) -> float:
-        """Steps per second after the first step (the first sets the guide up)."""
-        steady_steps = self.steps_completed - 1
+        """Steps per second after the set-up steps."""
+        steady_steps = self.steps_completed - self.setup_steps
         return steady_steps / self.steady_time_s if steady_steps > 0 else math.nan
 
     def final_loss(self) -> float:
@@ -133,6 +136,8 @@ class SVIFitter(Fitter):
         self.svi = _svi(components, self.counted)
         self.data = components.model.train_data
         self.reports_loss = getattr(components.objective, "reports_loss", True)
+        # CompiledSVI: the first step traces the loss, the second compiles the update
+        self.setup_steps = 2 if isinstance(self.svi, CompiledSVI) else 1
         self._evals_per_step = 0
         self._evals = 0
 
@@ -199,7 +204,7 @@ def fit(
         else None
     )
     checkpoints = checkpoint_fractions(plan.checkpoints) if measure is not None else []
-    result = FitResult()
+    result = FitResult(setup_steps=fitter.setup_steps)
     spent = Spending()
     show = progress_bar and interactive()
     with tqdm(total=100, disable=not show, desc=label, leave=False) as bar:
@@ -213,8 +218,10 @@ def fit(
                 finite = _parameters_finite()
             elapsed = time.perf_counter() - start
             spent.seconds += elapsed
-            if spent.steps > 1:
+            if spent.steps > fitter.setup_steps:
                 result.steady_time_s += elapsed
+            else:
+                result.setup_time_s += elapsed
             result.losses.append(loss)
             if on_step is not None:
                 on_step(spent.steps - 1, loss)

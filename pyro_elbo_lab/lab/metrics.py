@@ -52,6 +52,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("model_evals", "model evals", "fit"),
     Metric("gradient_evals", "gradient evals", "fit"),
     Metric("wall_time_s", "fit seconds", "fit", lower_is_better=True),
+    Metric("setup_time_s", "set-up seconds", "fit", lower_is_better=True),
     Metric("steps_per_second", "steps/s", "fit"),
 )
 BY_KEY = {metric.key: metric for metric in METRICS}

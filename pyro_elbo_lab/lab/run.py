@@ -255,6 +255,7 @@ def _fit_summary(result: FitResult, config: DictConfig) -> dict[str, Any]:
         "model_evals": result.model_evals,
         "gradient_evals": result.gradient_evals,
         "wall_time_s": result.wall_time_s,
+        "setup_time_s": result.setup_time_s,
         "checkpoint_time_s": result.checkpoint_time_s,
         "steps_per_second": result.steps_per_second,
         "final_loss": result.final_loss(),
