@@ -46,13 +46,7 @@ def _fitted_guide(model: GaussianMixture, steps: int = 30) -> AutoNormal:
 @pytest.mark.slow
 @pytest.mark.parametrize("with_replacement", [True, False])
 def test_minibatch_elbo_is_an_unbiased_estimate_of_the_full_data_elbo(with_replacement):
-    model = GaussianMixture(
-        num_components=3,
-        num_train=200,
-        num_heldout=0,
-        subsample_size=20,
-        subsample_with_replacement=with_replacement,
-    )
+    model = _minibatch_gmm(3, batch=20, with_replacement=with_replacement)
     guide = _fitted_guide(model)
     elbo = BetaELBO(num_particles=200)
     minibatch = torch.tensor([-elbo.loss(model, guide, model.train_data) for _ in range(400)])
@@ -68,7 +62,7 @@ def test_minibatch_indices_with_replacement_are_uniform_and_cost_no_permutation(
     """The default draw never permutes all N rows (O(batch)); its indices are i.i.d.
     uniform: each row's count over 400 draws of 50 is Binomial(20000, 1/200), so the
     chi-square statistic of the 200 counts sits within 4 sd of its mean 199."""
-    model = GaussianMixture(num_components=2, num_train=200, num_heldout=0, subsample_size=50)
+    model = _minibatch_gmm(2, batch=50)
     monkeypatch.setattr(torch, "randperm", _refuse_permutation)
     counts = torch.zeros(200)
     for _ in range(400):
@@ -81,15 +75,19 @@ def test_minibatch_indices_with_replacement_are_uniform_and_cost_no_permutation(
 
 
 def test_minibatch_indices_without_replacement_are_distinct():
-    model = GaussianMixture(
-        num_components=2,
-        num_train=200,
-        num_heldout=0,
-        subsample_size=50,
-        subsample_with_replacement=False,
-    )
+    model = _minibatch_gmm(2, batch=50, with_replacement=False)
     index = poutine.trace(model.model).get_trace(model.train_data).nodes["data"]["value"]
     assert index.unique().numel() == 50
+
+
+def _minibatch_gmm(components: int, batch: int, with_replacement: bool = True):
+    return GaussianMixture(
+        num_components=components,
+        num_train=200,
+        num_heldout=0,
+        subsample_size=batch,
+        subsample_with_replacement=with_replacement,
+    )
 
 
 def _refuse_permutation(*args, **kwargs):
