@@ -300,6 +300,7 @@ def measure_speed(
     for _ in range(2):
         step()
     setup = time.perf_counter() - start
+    setup_peak = peak_rss_mb()  # read first: resetting VmHWM resets ru_maxrss too
     reset_peak_rss()
     steps, start = 0, time.perf_counter()
     while steps < MIN_STEPS or time.perf_counter() - start < MIN_SECONDS:
@@ -311,7 +312,7 @@ def measure_speed(
         "setup_s": setup,
         "final_loss": loss,
         "rss_before_mb": baseline,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": max(setup_peak, vm_peak_mb()),
         "steady_peak_rss_mb": vm_peak_mb(),
     }
     if again:
@@ -430,7 +431,7 @@ def spawn(job: dict, timeout: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help="N = 1e3 only; no quality runs")
+    parser.add_argument("--quick", action="store_true", help="N = 1e3 grid only")
     parser.add_argument("--output", type=Path, default=HERE)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10**3, 10**4, 10**5, 10**6])
     parser.add_argument(
@@ -441,6 +442,14 @@ def main() -> None:
     )
     parser.add_argument("--quality-sizes", type=int, nargs="+", default=[10**5, 10**6])
     parser.add_argument("--particles", type=int, nargs="+", default=[1, 4, 16, 64, 256])
+    parser.add_argument(
+        "--grid-only", action="store_true", help="the grid (and cached) rows of --sizes only"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace the re-measured rows in --output's runs.jsonl, keep the others",
+    )
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument(
         "--report-only", type=Path, help="rebuild the reports from a runs.jsonl of measurements"
@@ -457,16 +466,23 @@ def main() -> None:
         return
     sizes = [10**3] if args.quick else args.sizes
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "runs.jsonl").unlink(missing_ok=True)
+    runs = args.output / "runs.jsonl"
+    kept = runs.read_text().splitlines() if args.merge and runs.exists() else []
+    runs.unlink(missing_ok=True)
     shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes]
     caches = Path(tempfile.mkdtemp(prefix="gmm_scale_compile_cache_"))
     rows = []
-    for job in speed_jobs(sizes, shapes, args.particles, args.quick, caches):
+    only_grid = args.quick or args.grid_only
+    for job in speed_jobs(sizes, shapes, args.particles, only_grid, caches):
         rows.append(spawn(job, args.timeout))
         log(rows[-1], args.output)
     shutil.rmtree(caches, ignore_errors=True)
+    if args.merge:
+        rows, quality = merge(kept, runs)
+        write_reports(rows, quality, args.output, machine())
+        return
     quality = []
-    for n in [] if args.quick else args.quality_sizes:
+    for n in [] if only_grid else args.quality_sizes:
         for method in QUALITY_METHODS:
             bgmm = [q for q in quality if q["method"] == "sklearn_bgmm" and q["n"] == n]
             # three times BGMM's wall time: long enough to see when (or whether) ours gets there
@@ -485,11 +501,28 @@ def main() -> None:
     write_reports(rows, quality, args.output, machine())
 
 
+def identity(run: dict) -> tuple:
+    """What a measurement measured (a re-measurement replaces the row with the same)."""
+    keys = ("kind", "series", "method", "n", "k", "d", "particles", "subsample")
+    return tuple(run.get(key) for key in keys)
+
+
+def merge(kept: list[str], runs: Path) -> tuple[list[dict], list[dict]]:
+    """``runs`` (new measurements) merged into the ``kept`` lines of the old file, each
+    new row in its old row's place; written back to ``runs``; returns the reports' rows."""
+    from report import read_runs
+
+    new = {identity(json.loads(line)): line for line in runs.read_text().splitlines()}
+    lines = [new.pop(identity(json.loads(line)), line) for line in kept]
+    runs.write_text("\n".join([*lines, *new.values()]) + "\n")
+    return read_runs(runs)
+
+
 def speed_jobs(
     sizes: list[int],
     shapes: list[tuple[int, int]],
     particles: list[int],
-    quick: bool,
+    grid_only: bool,
     caches: Path,
 ) -> list[dict]:
     """Every speed measurement, in order.
@@ -512,7 +545,7 @@ def speed_jobs(
                     jobs += [job, {**job, "series": "cached", "again": True}]
                 else:
                     jobs.append(job)
-    if quick:
+    if grid_only:
         return jobs
     for k, d in shapes:
         jobs.append(
