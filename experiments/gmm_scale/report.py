@@ -234,6 +234,7 @@ def plot_scaling(rows: list[dict], path: Path) -> None:
     """Steps/s against N for each (K, D), and against the particle count at N = 10⁴."""
     grid = series(rows, "grid")
     shapes = list(dict.fromkeys((r["k"], r["d"]) for r in grid))
+    colour = {method: f"C{i}" for i, method in enumerate(dict.fromkeys(r["method"] for r in rows))}
     figure, axes = plt.subplots(1, len(shapes) + 1, figsize=(4 * (len(shapes) + 1), 3.6))
     for axis, (k, d) in zip(axes, shapes, strict=False):
         for method in dict.fromkeys(r["method"] for r in grid):
@@ -243,7 +244,7 @@ def plot_scaling(rows: list[dict], path: Path) -> None:
                 if (r["k"], r["d"], r["method"]) == (k, d, method) and r.get("steps_per_s")
             )
             if points:
-                axis.plot(*zip(*points, strict=True), "o-", label=method)
+                axis.plot(*zip(*points, strict=True), "o-", label=method, color=colour[method])
         axis.set(xscale="log", yscale="log", xlabel="N (data points)", title=f"K = {k}, D = {d}")
     axes[0].set_ylabel("steps per second")
     measured = series(rows, "particles")
@@ -255,7 +256,7 @@ def plot_scaling(rows: list[dict], path: Path) -> None:
             if r["method"] == method and r.get("steps_per_s")
         )
         if points:
-            axis.plot(*zip(*points, strict=True), "o-", label=method)
+            axis.plot(*zip(*points, strict=True), "o-", label=method, color=colour[method])
     axis.set(xscale="log", yscale="log", xlabel="particles (N = 10⁴, K = 5, D = 2)")
     axis.set_title("vectorised particles")
     axes[0].legend(fontsize=7)
