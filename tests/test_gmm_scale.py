@@ -496,24 +496,27 @@ def test_compiled_svi_refuses_what_it_cannot_compile():
 
 
 @pytest.mark.slow
-def test_the_lab_compiles_the_whole_step_when_asked(compose_config):
-    from pyro_elbo_lab.engine import CountedModel
+def test_the_lab_compiles_the_whole_step_when_asked(compose_config, tmp_path, monkeypatch):
+    from pyro_elbo_lab.engine import CountedModel, compile_cache_dir
     from pyro_elbo_lab.lab import run
     from pyro_elbo_lab.lab.components import build_components
     from pyro_elbo_lab.lab.fit import _svi
 
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))  # restored after
     overrides = (
         "model=gmm",
         "objective=iwae",
         "objective.compile=true",
         "+objective.compile_options={backend: aot_eager}",
         "optim=fused_adam",
+        f"compile_cache_dir={tmp_path / 'cache'}",
     )
     config = compose_config(*overrides)
     components = build_components(config)
     assert isinstance(_svi(components, CountedModel(components.model)), CompiledSVI)
     record = run(config)
     assert record["status"] == "ok"
+    assert compile_cache_dir() == tmp_path / "cache" and (tmp_path / "cache").is_dir()
     # tracing (step 1) and compiling the update (step 2) are set-up, not steady steps
     fit = record["fit"]
     assert 0 < fit["setup_time_s"] <= fit["wall_time_s"]

@@ -86,6 +86,8 @@ def run(
     tracker = Tracker()
     try:
         validate(config)
+        if config.compile_cache_dir is not None:
+            use_compile_cache(config.compile_cache_dir)
         if config.tuning.result:
             record["tuning"] = json.loads(Path(config.tuning.result).read_text())
         tracker = build_tracker(
@@ -120,8 +122,6 @@ def _fit_and_evaluate(
     """One fit of ``config`` and its evaluation and files, into ``record``."""
     pyro.clear_param_store()
     pyro.set_rng_seed(config.seed)
-    if config.compile_cache_dir is not None:
-        use_compile_cache(config.compile_cache_dir)
     components = build_components(config)
     record["device"] = str(components.device)
     record["torch_threads"] = torch.get_num_threads()
