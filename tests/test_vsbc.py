@@ -41,12 +41,10 @@ def test_time_series_ports_refuse_prior_simulation():
 def test_vsbc_is_symmetric_for_an_exact_guide(compose_config):
     """Normal–Normal with a mean-field Normal guide: q can be the exact posterior, so
     the quantiles of the truth are uniform, hence symmetric (KS p-values not small)."""
-    config = compose_config(
-        "model=normal_normal", "guide=normal", "protocol=plain", "steps=300",
-        "vsbc.datasets=40", "vsbc.posterior_samples=500", "progress_bar=false",
+    record = _vsbc_run(
+        compose_config, "model=normal_normal", "guide=normal", "steps=300",
+        "vsbc.datasets=40", "vsbc.posterior_samples=500",
     )  # fmt: skip
-    record = run(config)
-    assert record["status"] == "ok", record["message"]
     assert record["vsbc"]["datasets"] == 40 and record["vsbc"]["diverged"] == 0
     assert set(record["vsbc"]["parameters"]) == {"loc[1]", "loc[2]"}
     assert record["metrics"]["vsbc_min_pvalue"] > 0.01
@@ -58,13 +56,11 @@ def test_vsbc_flags_a_biased_guide(compose_config):
     """A point estimate at the mode of a right-skewed posterior (Beta(1, 6) prior, five
     coin flips): the mode sits below the median, so the true bias lies above the
     estimate more often than not: mean quantile above ½, asymmetric quantiles."""
-    config = compose_config(
-        "model=beta_bernoulli", "model.prior_a=1.0", "model.prior_b=6.0",
-        "model.num_train=5", "model.num_heldout=1", "guide=delta", "protocol=plain",
-        "steps=300", "vsbc.datasets=40", "vsbc.posterior_samples=10", "progress_bar=false",
+    record = _vsbc_run(
+        compose_config, "model=beta_bernoulli", "model.prior_a=1.0", "model.prior_b=6.0",
+        "model.num_train=5", "model.num_heldout=1", "guide=delta", "steps=300",
+        "vsbc.datasets=40", "vsbc.posterior_samples=10",
     )  # fmt: skip
-    record = run(config)
-    assert record["status"] == "ok", record["message"]
     (calibration,) = record["vsbc"]["parameters"].values()
     assert calibration["mean_quantile"] > 0.65
     assert calibration["ks_pvalue"] < 0.01
@@ -73,11 +69,16 @@ def test_vsbc_flags_a_biased_guide(compose_config):
 def test_vsbc_measures_the_guide_a_run_evaluates(compose_config):
     """guide=laplace fits a point and is evaluated as the Gaussian at it: the truth's
     quantiles come from that Gaussian (fractions), not from the point (0 or 1 only)."""
-    config = compose_config(
-        "model=normal_normal", "guide=laplace", "protocol=plain", "steps=50",
-        "vsbc.datasets=3", "vsbc.posterior_samples=200", "progress_bar=false",
+    record = _vsbc_run(
+        compose_config, "model=normal_normal", "guide=laplace", "steps=50",
+        "vsbc.datasets=3", "vsbc.posterior_samples=200",
     )  # fmt: skip
-    record = run(config)
-    assert record["status"] == "ok", record["message"]
     quantiles = [q for p in record["vsbc"]["parameters"].values() for q in p["quantiles"]]
     assert any(0 < q < 1 for q in quantiles), quantiles
+
+
+def _vsbc_run(compose_config, *overrides: str) -> dict:
+    """A plain-protocol VSBC run of ``overrides``, checked to have finished."""
+    record = run(compose_config("protocol=plain", "progress_bar=false", *overrides))
+    assert record["status"] == "ok", record["message"]
+    return record
