@@ -1,4 +1,4 @@
-"""The typed schema of a lab run (Hydra structured config) and the sweep-dir resolver."""
+"""The typed schema of a lab run (Hydra structured config) and the sweep-dir resolvers."""
 
 from __future__ import annotations
 
@@ -73,6 +73,15 @@ def register_configs() -> None:
         # Cached, and Hydra copies resolver caches into every job's config, so a sweep
         # resolves one suffix: two sweeps started in the same second still differ.
         OmegaConf.register_new_resolver("lab_unique", lambda: uuid.uuid4().hex[:6], use_cache=True)
+    if not OmegaConf.has_resolver("lab_or"):
+        # ``oc.select`` returns a key's null as null (only a missing key gets the
+        # default), and ``hydra.sweep.dir`` is a string: ``resume: null`` must give the
+        # fresh directory.
+        OmegaConf.register_new_resolver("lab_or", _value_or_default)
+
+
+def _value_or_default(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 register_configs()
