@@ -21,11 +21,14 @@ log = logging.getLogger(__name__)
 
 #: Libraries whose warnings the lab has understood: counted, then summed up per sweep.
 COLLECTED_FROM = (f"{os.sep}pyro{os.sep}", f"{os.sep}torch{os.sep}")
+#: set in the parallel launcher's worker processes, whose bars would share one terminal
+WORKER_ENVIRONMENT = "ELBO_LAB_PARALLEL_WORKER"
 
 
 def interactive() -> bool:
-    """Whether progress bars belong on stderr: a terminal, and not a CI run."""
-    return sys.stderr.isatty() and not os.environ.get("CI")
+    """Whether progress bars belong on stderr: a terminal, not a CI run, not a worker of
+    the parallel launcher."""
+    return sys.stderr.isatty() and not os.environ.get("CI") and WORKER_ENVIRONMENT not in os.environ
 
 
 def count_jobs(config: DictConfig) -> int | None:
@@ -83,8 +86,9 @@ class WarningCollector:
 
 class SweepConsole(Callback):
     """Hydra callback: the sweep's progress bar (jobs done, failed, ETA) and its
-    collected warnings. Job callbacks of launchers that run jobs in other processes
-    (joblib, submitit) land there, without the bar, and do nothing."""
+    collected warnings. Job callbacks of launchers that run jobs in other processes land
+    there, without the bar, and do nothing; the lab's parallel launcher reports its jobs
+    here through :meth:`job_finished` (submitit's jobs are not counted)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.failed = 0
@@ -94,6 +98,15 @@ class SweepConsole(Callback):
         self.collector = WarningCollector().__enter__()
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        self._count(config, job_return)
+
+    def job_finished(self, job_return: Any, warning_counts: collections.Counter) -> None:
+        """A job that ran in a worker process: count it and add the warnings it raised."""
+        if hasattr(self, "bar"):
+            self.collector.counts.update(warning_counts)
+        self._count(job_return.cfg, job_return)
+
+    def _count(self, config: DictConfig, job_return: Any) -> None:
         if not hasattr(self, "bar") or config.tuning.trial:  # trials are not the sweep's jobs
             return
         ok = job_return.status == JobStatus.COMPLETED and job_return.return_value == "ok"
