@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_module
+
+from pyro_elbo_lab.lab.threads import cpu_budget
 
 SMOKE = ["experiment=smoke", "progress_bar=false"]
 
@@ -78,15 +81,42 @@ def test_the_report_command_says_when_there_are_no_records(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_joblib_launcher_runs_two_jobs_in_parallel_processes(tmp_path):
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_the_parallel_launcher_runs_jobs_in_worker_processes_with_the_cpu_budget(tmp_path, n_jobs):
     sweep = tmp_path / "sweep"
-    result = elbo_lab(*SMOKE, "hydra/launcher=parallel", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    chosen = [] if n_jobs is None else [f"hydra.launcher.n_jobs={n_jobs}"]
+    result = elbo_lab(*SMOKE, *chosen, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     done = records(sweep)
     assert [r["status"] for r in done] == ["ok", "ok"]
-    cores = len(os.sched_getaffinity(0))
-    assert {r["torch_threads"] for r in done} == {max(1, cores // 2)}
+    budget = cpu_budget()
+    workers = min(2, budget if n_jobs is None else n_jobs)
+    if workers > 1:
+        assert f"Launching 2 jobs in {workers} worker processes" in result.stdout
+    assert {r["torch_threads"] for r in done} == {max(1, budget // (n_jobs or budget))}
     assert (sweep / "comparison.md").exists()
+
+
+def test_the_default_sweep_directory_resolves_and_resume_names_it():
+    with initialize_config_module("pyro_elbo_lab.conf", version_base="1.3"):
+        fresh = compose("config", return_hydra_config=True)
+        resumed = compose("config", overrides=["resume=old/sweep"], return_hydra_config=True)
+    date, time_suffix = r"\d{4}-\d\d-\d\d", r"\d\d-\d\d-\d\d-[0-9a-f]{6}"
+    assert re.fullmatch(f"multirun/{date}/{time_suffix}", fresh.hydra.sweep.dir)
+    assert resumed.hydra.sweep.dir == "old/sweep"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warned"), [([], False), (["tune=true"], True), (["protocol=plain"], False)]
+)
+def test_a_single_run_warns_about_tuning_only_when_asked_to_tune(tmp_path, overrides, warned):
+    run_dir = tmp_path / "run"
+    result = elbo_lab(
+        "hydra.mode=RUN", "steps=3", "progress_bar=false", *overrides,
+        f"hydra.run.dir={run_dir}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert ("this single run is not tuned" in result.stdout + result.stderr) == warned
 
 
 @pytest.mark.slow

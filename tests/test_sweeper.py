@@ -42,8 +42,43 @@ def test_a_resumed_sweep_runs_only_the_jobs_without_an_ok_record(tmp_path):
     assert "(4 runs)" in report and "Runs that did not finish" not in report
 
     again = elbo_lab(*arguments, f"resume={sweep}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
     assert "4 of 4 jobs have an ok record, 0 to run" in again.stdout + again.stderr
     assert _job_dirs(sweep) == {"0", "1", "2", "3", "4", "5"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=sequential"]], ids=["default", "seq"])
+def test_resuming_a_complete_sweep_runs_nothing_and_rebuilds_the_report(tmp_path, launcher):
+    sweep = tmp_path / "sweep"
+    arguments = (*SMOKE, *launcher)
+    first = elbo_lab(*arguments, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    finished = {path: path.read_text() for path in sweep.glob("*/record.json")}
+    for _ in range(2):
+        (sweep / "comparison.md").unlink()
+        again = elbo_lab(*arguments, f"resume={sweep}", cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        output = again.stdout + again.stderr
+        assert "2 of 2 jobs have an ok record, 0 to run" in output
+        assert "nothing to run" in output and "Traceback" not in output
+        assert "(2 runs)" in (sweep / "comparison.md").read_text()  # the report, rebuilt
+        assert {path: path.read_text() for path in sweep.glob("*/record.json")} == finished
+
+
+@pytest.mark.slow
+def test_a_resume_over_records_of_another_install_says_so(tmp_path):
+    sweep = tmp_path / "sweep"
+    assert elbo_lab(*SMOKE, f"hydra.sweep.dir={sweep}", cwd=tmp_path).returncode == 0
+    path = sweep / "0" / "record.json"
+    older = json.loads(path.read_text())
+    older["versions"]["pyro-ppl"] = "1.8.0"
+    path.write_text(json.dumps(older))
+    again = elbo_lab(*SMOKE, f"resume={sweep}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "across package versions: pyro-ppl: 1.8.0 (1 record)" in again.stdout
+    report = (sweep / "comparison.md").read_text()
+    assert "## Package versions differ between runs" in report and "1.8.0 (1 record)" in report
 
 
 @pytest.mark.slow

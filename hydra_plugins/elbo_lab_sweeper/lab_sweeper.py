@@ -26,8 +26,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pyro_elbo_lab.errors import ConfigError
-from pyro_elbo_lab.lab.record import read_records
+from pyro_elbo_lab.lab.record import package_versions, read_records, version_differences
 from pyro_elbo_lab.lab.resume import config_hash, ok_hashes
+from pyro_elbo_lab.lab.threads import parallel_jobs
 from pyro_elbo_lab.lab.tuning import (
     TUNING_FILE,
     TuneSettings,
@@ -53,6 +54,20 @@ ConfigStore.instance().store(
 )
 
 
+@dataclass
+class LabParallelLauncherConf:
+    _target_: str = "hydra_plugins.elbo_lab_sweeper.lab_launcher.ParallelLauncher"
+    n_jobs: Optional[int] = None  # noqa: UP045  (None: one job per CPU of the budget)
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher",
+    name="lab_parallel",
+    node=LabParallelLauncherConf,
+    provider="pyro-elbo-lab",
+)
+
+
 class LabSweeper(BasicSweeper):
     """Hydra's basic sweeper with the lab's tuning phase and resume."""
 
@@ -75,6 +90,9 @@ class LabSweeper(BasicSweeper):
         first_index = 0
         if self.config.resume:
             jobs, first_index = self._pending(jobs, sweep_dir)
+            if not jobs:
+                log.info("nothing to run: every job of %s has an ok record", sweep_dir)
+                return []
         self.overrides = list(self.split_overrides_to_chunks(jobs, self.max_batch_size))
         self.batch_index = 0
         returns = []
@@ -94,6 +112,8 @@ class LabSweeper(BasicSweeper):
 
     def _pending(self, jobs: list[list[str]], sweep_dir: Path) -> tuple[list[list[str]], int]:
         records = [r for r in read_records(sweep_dir) if r.get("role") != "tuning"]
+        for difference in version_differences(records, installed=package_versions()):
+            log.warning("resuming %s across package versions: %s", sweep_dir, difference)
         done = ok_hashes(records)
         pending = [
             job
@@ -157,7 +177,8 @@ class LabSweeper(BasicSweeper):
         )
         study = OptunaSweeper(
             sampler=sampler, direction=tune.direction, storage=None,
-            study_name=" ".join(configuration) or "default", n_trials=tune.trials, n_jobs=1,
+            study_name=" ".join(configuration) or "default", n_trials=tune.trials,
+            n_jobs=parallel_jobs(self.config.hydra.launcher),
             search_space=None, custom_search_space=None, params=OmegaConf.create(params),
         )  # fmt: skip
         study.setup(

@@ -30,7 +30,7 @@ def hydra_main(config: DictConfig) -> str | float:
     torch.set_num_threads(threads_per_job(config.num_threads, hydra_config.launcher))
     if config.tuning.trial:
         return run_trial(config, Path(hydra_config.runtime.output_dir))
-    if config.tune and not in_sweep:
+    if config.tune and not in_sweep and _overridden("tune", hydra_config.overrides.task):
         log.warning("tune=true tunes the configurations of a sweep; this single run is not tuned")
     record = run(
         config,
@@ -45,6 +45,12 @@ def hydra_main(config: DictConfig) -> str | float:
     else:
         log.error("%s — %s", summary, record["message"])
     return record["status"]
+
+
+def _overridden(key: str, overrides: list[str]) -> bool:
+    """Whether the command line set ``key`` (the fair protocol's ``tune=true`` is a
+    default, which a single run ignores without a word)."""
+    return any(override.lstrip("+~").split("=", 1)[0] == key for override in overrides)
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,27 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             versions[package] = "not installed"
     return versions
+
+
+def version_differences(
+    records: Iterable[Mapping[str, Any]], installed: Mapping[str, str] | None = None
+) -> list[str]:
+    """One line per package whose version differs between records, or between records
+    and ``installed`` (``torch: 2.13.0 (30 records), 2.14.1 (installed)``), so that a
+    comparison across installs says so; [] if they all agree."""
+    seen: dict[str, Counter[str]] = {}
+    for record in records:
+        for package, package_version in (record.get("versions") or {}).items():
+            seen.setdefault(package, Counter())[package_version] += 1
+    lines = []
+    for package, counts in seen.items():
+        labels = {v: f"{v} ({n} record{'s' * (n > 1)})" for v, n in counts.items()}
+        current = (installed or {}).get(package)
+        if current is not None and current not in counts:
+            labels[current] = f"{current} (installed)"
+        if len(labels) > 1:
+            lines.append(f"{package}: " + ", ".join(labels.values()))
+    return lines
 
 
 def git_commit(directory: Path | None = None) -> str | None:

@@ -23,7 +23,7 @@ from typing import Any
 from pyro_elbo_lab.lab.metrics import BY_KEY, METRICS, Metric, headline_metric
 from pyro_elbo_lab.lab.paired import PairedDifference, holm, paired_difference, verdict
 from pyro_elbo_lab.lab.plots import plot_anytime, plot_loss_curves, plot_metrics
-from pyro_elbo_lab.lab.record import flatten, read_records
+from pyro_elbo_lab.lab.record import flatten, read_records, version_differences
 from pyro_elbo_lab.lab.resume import latest_records
 from pyro_elbo_lab.lab.rows import REFERENCE_OBJECTIVE, Row, group_records, reference_row
 
@@ -366,6 +366,16 @@ def build_report(sweep_dir: str | Path, print_table: bool = True, metric: str | 
     failed = failures(records)
     if failed:
         sections += ["", "## Runs that did not finish", *failed]
+    mixed = version_differences(records)
+    if mixed:
+        sections += [
+            "",
+            "## Package versions differ between runs",
+            "",
+            "These records were made with different installs; compare with care:",
+            "",
+            *(f"- {line}" for line in mixed),
+        ]
     markdown = "\n".join(sections)
     (sweep_dir / "comparison.md").write_text(markdown + "\n")
     write_csv(comparison, sweep_dir / "comparison.csv")
