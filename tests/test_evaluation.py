@@ -15,6 +15,7 @@ from pyro_elbo_lab.evaluation import (
     estimate_iwae,
     evaluate_guide,
 )
+from pyro_elbo_lab.evaluation.bounds import MAX_BATCH_ELEMENTS, particle_batch_for
 from pyro_elbo_lab.evaluation.posterior_error import importance_resampled_draws
 from pyro_elbo_lab.evaluation.predictive import heldout_log_likelihood
 from pyro_elbo_lab.models import NormalNormal
@@ -128,6 +129,7 @@ def test_suite_reports_gaps_and_sample_sizes():
         "ais_chains": 0,
         "ais_temperatures": 0,
         "test_particles": 0,
+        "particle_batch": 1000,
     }
     # At the posterior the sandwich closes: CUBO too equals log p(x), and so does k̂'s case.
     assert abs(metrics["cubo_gap"]) < 2e-3 and abs(metrics["kl_to_posterior"]) < 2e-3
@@ -162,3 +164,22 @@ def test_settings_reject_non_positive_sample_sizes():
 
     with pytest.raises(ConfigError, match=r"evaluation.iwae_particles must be an integer >= 1"):
         EvaluationSettings(iwae_particles=0)
+
+
+def test_estimates_over_many_points_are_cut_to_the_point_evaluation_budget():
+    settings = EvaluationSettings(
+        elbo_particles=1000, iwae_particles=100, iwae_repeats=20, max_point_evals=1_000_000
+    )
+    same, none = settings.for_data(500)  # 1000 x 500 = 5e5 evaluations: within the budget
+    assert same == settings and none == []
+    cut, warnings = settings.for_data(100_000)  # 10 particles (the floor) per estimate
+    assert (cut.elbo_particles, cut.iwae_particles, cut.iwae_repeats) == (10, 10, 1)
+    assert len(warnings) == 3 and "evaluation.elbo_particles=1000 cut to 10" in warnings[0]
+    middle, _ = settings.for_data(2_000)  # IWAE keeps K = 100 and loses repeats first
+    assert (middle.elbo_particles, middle.iwae_particles, middle.iwae_repeats) == (500, 100, 5)
+
+
+def test_the_evaluation_batch_bounds_the_memory_of_a_pass():
+    assert particle_batch_for(1000, torch.zeros(50)) == 1000
+    assert particle_batch_for(1000, torch.zeros(100_000, 2)) == MAX_BATCH_ELEMENTS // 200_000
+    assert particle_batch_for(1000, torch.zeros(()).expand(10**6, 10**5)) == 1  # a view: no memory

@@ -21,6 +21,32 @@ import torch
 from pyro_elbo_lab.engine import log_mean_exp, sample_log_weights
 from pyro_elbo_lab.evaluation.estimate import Estimate
 
+#: particles × data elements that one vectorised evaluation pass holds at once: a
+#: particle's log density touches every data element (with a K-component mixture, K
+#: times), so a fixed particle batch that suits 50 points needs gigabytes at 10⁵ points
+MAX_BATCH_ELEMENTS = 20_000_000
+
+
+#: the fewest particles an estimate is cut to by :func:`particles_within`
+MIN_PARTICLES = 10
+
+
+def particles_within(requested: int, num_points: int, max_point_evals: int) -> int:
+    """``requested`` particles, or fewer where each particle's pass over ``num_points``
+    data points would take the estimate past ``max_point_evals`` point evaluations (at
+    least :data:`MIN_PARTICLES`, and never more than requested). At 50 points a
+    1,000-particle ELBO is 5·10⁴ evaluations; at 10⁵ points it is 10⁸, minutes on a CPU."""
+    affordable = max(MIN_PARTICLES, max_point_evals // max(1, num_points))
+    return min(requested, affordable)
+
+
+def particle_batch_for(particle_batch: int, data: torch.Tensor) -> int:
+    """The particles per evaluation pass on ``data``: ``particle_batch``, fewer where
+    ``particle_batch × data.numel()`` would exceed :data:`MAX_BATCH_ELEMENTS` (at least
+    one). Small models keep ``particle_batch``; the estimates do not depend on it beyond
+    the order in which their draws are made."""
+    return max(1, min(particle_batch, MAX_BATCH_ELEMENTS // max(1, data.numel())))
+
 
 def draw_log_weights(
     model: Callable[..., Any],

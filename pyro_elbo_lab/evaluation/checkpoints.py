@@ -24,7 +24,12 @@ import torch
 
 from pyro_elbo_lab.engine import random_streams_restored
 from pyro_elbo_lab.errors import require_count_fields
-from pyro_elbo_lab.evaluation.bounds import estimate_elbo, estimate_iwae
+from pyro_elbo_lab.evaluation.bounds import (
+    estimate_elbo,
+    estimate_iwae,
+    particle_batch_for,
+    particles_within,
+)
 from pyro_elbo_lab.evaluation.learned_model import infers_new_points, per_image_iwae
 from pyro_elbo_lab.evaluation.posterior_error import (
     guide_draws,
@@ -49,6 +54,8 @@ class CheckpointSettings:
     posterior_samples: int = 500
     particle_batch: int = 1000
     test_batch: int = 100
+    #: particles × training points per estimate (:func:`particles_within`)
+    max_point_evals: int = 10_000_000
 
     def __post_init__(self) -> None:
         require_count_fields(self, "checkpoints", optional=("count",))
@@ -75,22 +82,25 @@ class CheckpointProbe:
     def _measure(self, guide: Callable[..., Any]) -> dict[str, float]:
         model, settings = self.model, self.settings
         target, args = model.evaluation_model, (model.train_data,)
-        common = {
-            "max_plate_nesting": model.max_plate_nesting,
-            "particle_batch": settings.particle_batch,
-        }
+        particle_batch = particle_batch_for(settings.particle_batch, model.train_data)
+        common = {"max_plate_nesting": model.max_plate_nesting, "particle_batch": particle_batch}
         metrics: dict[str, float] = {}
         if model.learns_parameters:
             return self._test_loglik(guide) if infers_new_points(guide) else {}
+
+        def within(requested: int) -> int:
+            return particles_within(requested, args[0].shape[0], settings.max_point_evals)
+
         if self.log_evidence is not None:
             elbo = estimate_elbo(
-                target, guide, args, num_particles=settings.elbo_particles, **common
+                target, guide, args, num_particles=within(settings.elbo_particles), **common
             )
             metrics["kl_to_posterior"] = self.log_evidence - elbo.value
         else:
             iwae = estimate_iwae(
-                target, guide, args, num_particles=settings.iwae_particles, num_repeats=1, **common
-            )
+                target, guide, args, num_particles=within(settings.iwae_particles),
+                num_repeats=1, **common,
+            )  # fmt: skip
             metrics["iwae"] = iwae.value
         if self.reference is not None:
             draws = guide_draws(

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyro_elbo_lab.errors import require_count_fields, require_positive_int
 from pyro_elbo_lab.evaluation.ais import annealed_importance_sampling
-from pyro_elbo_lab.evaluation.bounds import draw_log_weights, estimate_iwae
+from pyro_elbo_lab.evaluation.bounds import (
+    draw_log_weights,
+    estimate_iwae,
+    particle_batch_for,
+    particles_within,
+)
 from pyro_elbo_lab.evaluation.diagnostics import CUBO_MIN_SAMPLES, cubo_from_log_weights, psis_khat
 from pyro_elbo_lab.evaluation.estimate import Estimate
 from pyro_elbo_lab.evaluation.gradients import gradient_statistics
@@ -58,12 +64,38 @@ class EvaluationSettings:
     test_particles: int = 5000
     test_batch: int = 100
     ais_test_images: int = 100
+    #: particles × training points per estimate: larger data sets get fewer particles
+    max_point_evals: int = 10_000_000
 
     def __post_init__(self) -> None:
         for k in self.iwae_ladder:
             require_positive_int("evaluation.iwae_ladder entries", k)
         optional = ("gradient_estimates", "ais_temperatures", "resample_particles")
         require_count_fields(self, "evaluation", optional, skip=("iwae_ladder",))
+
+    def for_data(self, num_points: int) -> tuple[EvaluationSettings, list[str]]:
+        """These settings with the estimates over ``num_points`` training points cut to
+        ``max_point_evals`` point evaluations each (:func:`particles_within`; IWAE loses
+        repeats before K), and a warning per cut."""
+
+        def cut(requested: int) -> int:
+            return particles_within(requested, num_points, self.max_point_evals)
+
+        iwae_particles = cut(self.iwae_particles)
+        scaled = dataclasses.replace(
+            self,
+            elbo_particles=cut(self.elbo_particles),
+            iwae_particles=iwae_particles,
+            iwae_repeats=max(1, min(self.iwae_repeats, cut(iwae_particles * self.iwae_repeats)
+                                    // iwae_particles)),
+        )  # fmt: skip
+        warnings = [
+            f"evaluation.{name}={getattr(self, name)} cut to {getattr(scaled, name)}: "
+            f"{num_points} training points, evaluation.max_point_evals={self.max_point_evals}"
+            for name in ("elbo_particles", "iwae_particles", "iwae_repeats")
+            if getattr(scaled, name) != getattr(self, name)
+        ]
+        return scaled, warnings
 
 
 def evaluate_guide(
@@ -96,10 +128,9 @@ def evaluate_guide(
     """
     target = model.evaluation_model
     args = (model.train_data,)
-    common = {
-        "max_plate_nesting": model.max_plate_nesting,
-        "particle_batch": settings.particle_batch,
-    }
+    settings, warnings = settings.for_data(model.train_data.shape[0])
+    particle_batch = particle_batch_for(settings.particle_batch, model.train_data)
+    common = {"max_plate_nesting": model.max_plate_nesting, "particle_batch": particle_batch}
     log_weights = draw_log_weights(
         target, guide, args, num_particles=settings.elbo_particles, **common
     )
@@ -128,7 +159,6 @@ def evaluate_guide(
             target, guide, args, num_particles=settings.elbo_particles, **common
         ),
     }
-    warnings = []
     if settings.elbo_particles < CUBO_MIN_SAMPLES:
         warnings.append(
             f"cubo from {settings.elbo_particles} samples is likely biased low (below log p(x)); "
@@ -199,6 +229,7 @@ def evaluate_guide(
         "ais_chains": settings.ais_chains if settings.ais_temperatures else 0,
         "test_particles": settings.test_particles if learned else 0,
         "ais_temperatures": settings.ais_temperatures,
+        "particle_batch": particle_batch,
     }
     return metrics
 
@@ -235,7 +266,7 @@ def _posterior_errors(model, target, guide, args, settings, objective) -> dict[s
         resampled = importance_resampled_draws(
             target, guide, args, sites, size,
             num_particles=settings.resample_particles, max_plate_nesting=depth,
-            particle_batch=settings.particle_batch,
+            particle_batch=particle_batch_for(settings.particle_batch, model.train_data),
             stratify=getattr(objective, "supports_stratified", False),
         )  # fmt: skip
         errors["posterior_error_resampled"] = standardized_errors(resampled, reference)
