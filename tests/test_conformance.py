@@ -5,9 +5,12 @@ expectation. Registering an objective or a model enrols it here."""
 from __future__ import annotations
 
 import collections
+import math
+import warnings
 
 import pyro
 import pytest
+import torch
 from pyro.infer import RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoNormal
 
@@ -19,6 +22,9 @@ from pyro_elbo_lab.conformance import (
 )
 from pyro_elbo_lab.conformance.__main__ import main
 from pyro_elbo_lab.conformance.catalogue import handwritten_cases
+from pyro_elbo_lab.conformance.checks import PYRO_KEYWORD_SETS, fresh_program
+from pyro_elbo_lab.errors import ConfigError
+from pyro_elbo_lab.objectives import StickingTheLanding
 from pyro_elbo_lab.registry import models, objectives
 
 CASES = {case.name: case for case in all_cases()}
@@ -133,3 +139,74 @@ def test_registered_pyro_objectives_draw_exactly_what_pyros_class_draws(name, py
         return [objective.loss(model, guide, model.train_data) for _ in range(2)]
 
     assert losses(objectives.build(name, **options)) == losses(pyro_class(**options))
+
+
+#: keyword sets every objective takes as Pyro does (no objective refuses them)
+TAKEN_BY_ALL = ("vectorized", "strict_enumeration_warning", "jit", "max_iarange_nesting",
+                "infinite_nesting")  # fmt: skip
+KEYWORD_CASE = CASES["several_sites/auto_normal"]
+
+
+@pytest.mark.parametrize("keyword_set", PYRO_KEYWORD_SETS)
+@pytest.mark.parametrize("objective", objectives.names())
+def test_every_objective_takes_pyros_elbo_keywords_or_refuses_in_one_line(objective, keyword_set):
+    keywords = PYRO_KEYWORD_SETS[keyword_set]
+    with pyro.validation_enabled(True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # max_iarange_nesting: Pyro's too
+        outcome = check_case(objective, KEYWORD_CASE, **keywords)
+    if keyword_set in TAKEN_BY_ALL:
+        assert outcome.verdict == "agree", outcome.message
+    elif outcome.verdict == "refuse":  # one line naming the keyword at fault (checked)
+        assert any(key in outcome.message for key in (*keywords, "num_particles"))
+
+
+def test_engine_objectives_refuse_unvectorised_particles_and_take_one_unvectorised():
+    for objective in ("stl", "iwae", "vr", "beta_elbo"):
+        assert check_case(objective, KEYWORD_CASE, num_particles=1, vectorize_particles=False)
+        refused = check_case(objective, KEYWORD_CASE, num_particles=4, vectorize_particles=False)
+        assert refused.verdict == "refuse" and "vectorize_particles=True" in refused.message
+
+
+def test_pyro_classes_without_retain_graph_refuse_it_and_take_its_default():
+    for objective in ("renyi", "rws"):
+        refused = check_case(objective, KEYWORD_CASE, retain_graph=True)
+        assert refused.verdict == "refuse" and "takes no retain_graph" in refused.message
+        assert check_case(objective, KEYWORD_CASE, retain_graph=None).verdict == "agree"
+
+
+@pytest.mark.parametrize("objective", ["stl", "iwae_dreg", "trace"])
+def test_retain_graph_reaches_backward_as_in_pyro(objective, monkeypatch):
+    seen = []
+    backward = torch.Tensor.backward
+
+    def recording(self, *args, **kwargs):
+        seen.append(kwargs.get("retain_graph"))
+        return backward(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "backward", recording)
+    program = fresh_program(KEYWORD_CASE)
+    elbo = objectives.build(objective, retain_graph=True, max_plate_nesting=1, num_particles=2,
+                            vectorize_particles=True)  # fmt: skip
+    elbo.loss_and_grads(program.model, program.guide, *program.args, **program.kwargs)
+    assert seen == [True]
+
+
+def test_a_keyword_pyro_does_not_have_still_fails_in_one_line():
+    for objective in ("stl", "trace", "renyi"):
+        with pytest.raises(ConfigError, match=r"has no parameter 'particles'") as refused:
+            objectives.build(objective, particles=4)
+        assert "\n" not in str(refused.value)
+
+
+def test_pyros_deprecated_nesting_keyword_warns_as_pyro_does():
+    with pytest.warns(DeprecationWarning, match="max_iarange_nesting is deprecated"):
+        elbo = StickingTheLanding(max_iarange_nesting=2)
+    assert elbo.options.max_plate_nesting == 2 and elbo.max_plate_nesting == 2
+    assert StickingTheLanding(max_plate_nesting=math.inf).options.max_plate_nesting is None
+
+
+def test_the_keyword_table_lists_every_objective(capsys):
+    assert main(["--keywords"]) == 0
+    table = capsys.readouterr().out
+    assert all(f"| {name} |" in table for name in objectives.names())
+    assert "takes no retain_graph" in table

@@ -283,7 +283,8 @@ def test_objectives_work_as_elbo_modules_with_a_torch_optimiser():
     [
         (lambda: RenyiBound(alpha=1.0), r"alpha must be a number other than 1"),
         (lambda: RenyiBound(alpha=-math.inf, dreg=True), r"dreg is not defined for alpha=-inf"),
-        (lambda: IWAE(vectorize_particles=False), r"has no parameter 'vectorize_particles'"),
+        (lambda: IWAE(num_particles=4, vectorize_particles=False), r"one vectorised pass"),
+        (lambda: IWAE(particles=4), r"IWAE has no parameter 'particles'"),
         (lambda: VIMCO(num_particles=1), r"objective.num_particles must be an integer >= 2"),
         (lambda: IWAE(compile_options=["max-autotune"]), r"compile_options must be a mapping"),
         (lambda: StickingTheLanding(per_datapoint=True), r"has no per-datapoint form"),

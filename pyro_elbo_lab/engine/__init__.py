@@ -44,7 +44,7 @@ from pyro_elbo_lab.engine.logmath import (
     log_mean_exp,
     log_sum_exp_without_each,
 )
-from pyro_elbo_lab.engine.options import EngineOptions
+from pyro_elbo_lab.engine.options import EngineOptions, PyroELBOOptions
 from pyro_elbo_lab.engine.parameters import (
     DetachedParameters,
     ParameterValues,
@@ -83,6 +83,7 @@ __all__ = [
     "EngineOptions",
     "LogWeights",
     "ParameterValues",
+    "PyroELBOOptions",
     "SiteChecks",
     "SiteReducer",
     "StratifiedDraw",

@@ -18,7 +18,6 @@ gradient estimator and the facts the lab checks before compute.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -59,9 +58,10 @@ class ParticleObjective(ELBO):
     """Base for objectives computed from K vectorised particles of the shared engine.
 
     Every subclass takes its own parameters and, by keyword, the engine's
-    (:class:`~pyro_elbo_lab.engine.options.EngineOptions`: ``num_particles``,
-    ``max_plate_nesting``, ``per_datapoint``, ``data_plate``, ``compile``,
-    ``compile_options``), checked in one place. The facts the lab reads before any
+    (:class:`~pyro_elbo_lab.engine.options.EngineOptions`: Pyro's ELBO keywords,
+    ``num_particles``, ``max_plate_nesting``, ``vectorize_particles``, ``retain_graph``,
+    ..., and ``per_datapoint``, ``data_plate``, ``compile``, ``compile_options``),
+    checked in one place. The facts the lab reads before any
     compute are attributes of the instance (they can depend on its options).
     """
 
@@ -111,13 +111,7 @@ class ParticleObjective(ELBO):
             )
         #: the model's plate depth; guessed on first use when not given
         self.model_plate_nesting = self.options.max_plate_nesting
-        super().__init__(
-            num_particles=self.options.num_particles,
-            max_plate_nesting=(
-                math.inf if self.model_plate_nesting is None else self.model_plate_nesting
-            ),
-            vectorize_particles=True,
-        )
+        super().__init__(**self.options.pyro_keywords())
         self.compiled = CompiledPath(self.options.compile_options) if self.options.compile else None
 
     @property

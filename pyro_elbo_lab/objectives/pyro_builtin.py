@@ -13,6 +13,7 @@ program gives exactly the numbers Pyro's class gives.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from pyro.infer import (
 )
 
 from pyro_elbo_lab.engine import (
+    PyroELBOOptions,
     SiteChecks,
     guess_max_plate_nesting,
     not_vectorisable,
@@ -122,108 +124,116 @@ CheckedTailAdaptive = _checked_class(
 )
 
 
-def particle_options(
-    num_particles: int, vectorize_particles: bool, max_plate_nesting: int | None
-) -> dict[str, Any]:
-    """Validated keyword arguments shared by every ``pyro.infer.ELBO``."""
-    require_positive_int("objective.num_particles", num_particles)
-    options: dict[str, Any] = {
-        "num_particles": num_particles,
-        "vectorize_particles": vectorize_particles,
-    }
-    if max_plate_nesting is not None:
-        require_positive_int("objective.max_plate_nesting", max_plate_nesting, minimum=0)
-        options["max_plate_nesting"] = max_plate_nesting
-    return options
+#: ELBO keywords that only the classes taking them read (Pyro's JIT and tail-adaptive ELBOs)
+READ_BY_OTHER_CLASSES = frozenset(
+    {"strict_enumeration_warning", "ignore_jit_warnings", "jit_options", "tail_adaptive_beta"}
+)
+
+
+def _pyro_objective(
+    checked: type, defaults: dict[str, Any], given: dict[str, Any], **own: Any
+) -> ELBO:
+    """``checked`` (a Pyro class, checked) built from Pyro's ELBO keywords
+    (:class:`~pyro_elbo_lab.engine.PyroELBOOptions`, over the lab's ``defaults``) and the
+    class's ``own`` parameters. A keyword of ``pyro.infer.ELBO`` that the Pyro class's
+    constructor lacks is dropped where only other classes read it (the JIT options, the
+    tail-adaptive β: ``Trace_ELBO`` too takes and ignores them), and otherwise taken at
+    Pyro's default and refused at another value (``retain_graph`` for RenyiELBO and
+    ReweightedWakeSleep, whose backward never retains the graph)."""
+    options = PyroELBOOptions.of(checked.name, defaults, given)
+    pyro_class = checked.__mro__[2]  # (Checked..., CheckedPyroObjective, the Pyro class)
+    accepted = inspect.signature(pyro_class.__init__).parameters
+    pyro_defaults = PyroELBOOptions()
+    keywords = {}
+    for name, value in options.pyro_keywords().items():
+        if name in accepted:
+            keywords[name] = value
+        elif name not in READ_BY_OTHER_CLASSES and value != getattr(pyro_defaults, name):
+            raise ConfigError(
+                f"objective '{checked.name}' is Pyro's {pyro_class.__name__}, which takes no "
+                f"{name}; drop {name}={value!r} (or use an objective of the lab's engine)"
+            )
+    return checked(**own, **keywords)
+
+
+def _takes_pyro_keywords(factory: Callable) -> Callable:
+    """The registry checks a factory's ``**options`` against Pyro's ELBO keywords."""
+    factory.options_type = PyroELBOOptions
+    return factory
 
 
 @objectives.register("trace")
-def trace(
-    num_particles: int = 1, vectorize_particles: bool = False, max_plate_nesting: int | None = None
-) -> ELBO:
+@_takes_pyro_keywords
+def trace(**options: Any) -> ELBO:
     """Pyro's Trace_ELBO: the standard ELBO (reparameterised or score function); the baseline."""
-    return CheckedTrace(**particle_options(num_particles, vectorize_particles, max_plate_nesting))
+    return _pyro_objective(CheckedTrace, {}, options)
 
 
 @objectives.register("trace_mean_field")
-def trace_mean_field(
-    num_particles: int = 1, vectorize_particles: bool = False, max_plate_nesting: int | None = None
-) -> ELBO:
+@_takes_pyro_keywords
+def trace_mean_field(**options: Any) -> ELBO:
     """Pyro's TraceMeanField_ELBO: E_q[log p(x|z)] - KL(q||p), the KL analytic where known."""
-    return CheckedTraceMeanField(
-        **particle_options(num_particles, vectorize_particles, max_plate_nesting)
-    )
+    return _pyro_objective(CheckedTraceMeanField, {}, options)
 
 
 @objectives.register("trace_graph")
-def trace_graph(
-    num_particles: int = 1, vectorize_particles: bool = False, max_plate_nesting: int | None = None
-) -> ELBO:
+@_takes_pyro_keywords
+def trace_graph(**options: Any) -> ELBO:
     """Pyro's TraceGraph_ELBO: score-function terms with Rao-Blackwellisation and baselines."""
-    return CheckedTraceGraph(
-        **particle_options(num_particles, vectorize_particles, max_plate_nesting)
-    )
+    return _pyro_objective(CheckedTraceGraph, {}, options)
 
 
 @objectives.register("trace_enum")
-def trace_enum(
-    num_particles: int = 1, vectorize_particles: bool = False, max_plate_nesting: int | None = None
-) -> ELBO:
+@_takes_pyro_keywords
+def trace_enum(**options: Any) -> ELBO:
     """Pyro's TraceEnum_ELBO: sums out discrete latents marked for enumeration."""
-    return CheckedTraceEnum(
-        **particle_options(num_particles, vectorize_particles, max_plate_nesting)
-    )
+    return _pyro_objective(CheckedTraceEnum, {}, options)
 
 
 @objectives.register("renyi")
-def renyi(
-    alpha: float = 0.0,
-    num_particles: int = 2,
-    vectorize_particles: bool = True,
-    max_plate_nesting: int | None = None,
-) -> ELBO:
+@_takes_pyro_keywords
+def renyi(alpha: float = 0.0, **options: Any) -> ELBO:
     """Pyro's RenyiELBO: the VR-alpha bound (Li & Turner 2016); alpha=0 is IWAE."""
     if alpha == 1:
         raise ConfigError(
             "objective.alpha must differ from 1 (the Rényi bound at alpha=1 is the ELBO: "
             "use objective=trace)"
         )
-    return CheckedRenyi(
-        alpha=alpha, **particle_options(num_particles, vectorize_particles, max_plate_nesting)
-    )
+    defaults = {"num_particles": 2, "vectorize_particles": True}
+    return _pyro_objective(CheckedRenyi, defaults, options, alpha=alpha)
 
 
 @objectives.register("rws")
-def rws(
-    num_particles: int = 2,
-    insomnia: float = 1.0,
-    num_sleep_particles: int | None = None,
-    vectorize_particles: bool = True,
-    max_plate_nesting: int | None = None,
-) -> ELBO:
+@_takes_pyro_keywords
+def rws(insomnia: float = 1.0, num_sleep_particles: int | None = None, **options: Any) -> ELBO:
     """Pyro's ReweightedWakeSleep (Bornschein & Bengio 2015): wake-theta and wake/sleep-phi."""
-    require_positive_int("objective.num_particles", num_particles, minimum=2)  # Pyro asserts it
     require(0.0 <= insomnia <= 1.0, f"objective.insomnia must lie in [0, 1], got {insomnia!r}")
     if num_sleep_particles is not None:
         require_positive_int("objective.num_sleep_particles", num_sleep_particles)
-    return CheckedRWS(
-        insomnia=insomnia,
-        num_sleep_particles=num_sleep_particles,
-        **particle_options(num_particles, vectorize_particles, max_plate_nesting),
+    require_positive_int(  # Pyro asserts it
+        "objective.num_particles", options.get("num_particles", 2), minimum=2
+    )
+    defaults = {"num_particles": 2, "vectorize_particles": True}
+    return _pyro_objective(
+        CheckedRWS, defaults, options, insomnia=insomnia, num_sleep_particles=num_sleep_particles
     )
 
 
 @objectives.register("tail_adaptive")
-def tail_adaptive(
-    num_particles: int = 8, tail_adaptive_beta: float = -1.0, max_plate_nesting: int | None = None
-) -> ELBO:
+@_takes_pyro_keywords
+def tail_adaptive(**options: Any) -> ELBO:
     """Pyro's TraceTailAdaptive_ELBO (Wang et al. 2018): tail-adaptive f-divergence."""
-    require_positive_int("objective.num_particles", num_particles, minimum=2)
-    require(
-        -1.0 <= tail_adaptive_beta < 0.0,
-        f"objective.tail_adaptive_beta must lie in [-1, 0), got {tail_adaptive_beta!r}",
+    checked = PyroELBOOptions.of(
+        "tail_adaptive", {"num_particles": 8, "vectorize_particles": True}, options
     )
-    return CheckedTailAdaptive(
-        tail_adaptive_beta=tail_adaptive_beta,
-        **particle_options(num_particles, True, max_plate_nesting),
+    require_positive_int("objective.num_particles", checked.num_particles, minimum=2)
+    require(  # Pyro asserts both
+        checked.vectorize_particles,
+        "objective 'tail_adaptive' draws its particles in one vectorised pass (Pyro's class "
+        "asserts it): use vectorize_particles=True",
+    )
+    beta = checked.tail_adaptive_beta
+    require(-1.0 <= beta < 0.0, f"objective.tail_adaptive_beta must lie in [-1, 0), got {beta!r}")
+    return _pyro_objective(
+        CheckedTailAdaptive, {"num_particles": 8, "vectorize_particles": True}, options
     )
