@@ -186,5 +186,14 @@ def test_unknown_fitter_lists_svi_too():
 
 def test_gaussian_fitter_refuses_a_mean_field_guide():
     target = _Target(dist.Normal(torch.zeros(2), 1.0).to_event(1))
-    with pytest.raises(ConfigError, match="needs guide=mvn"):
+    with pytest.raises(ConfigError, match=r"into guide=mvn .* use guide=mvn, or name no guide"):
         fitters.build("gsm", target, AutoNormal(target.model))
+
+
+@pytest.mark.parametrize("name", GAUSSIAN_FITTERS)
+def test_a_gaussian_fitter_fills_guide_mvn_unless_the_user_names_another(name, compose_config):
+    record = run(compose_config("model=kidiq", f"fitter={name}", "steps=5", "protocol=plain"))
+    assert record["status"] == "ok", record["message"]
+    assert record["components"]["guide"] == "mvn"
+    with pytest.raises(ConfigError, match=f"fitter={name} fits a full-covariance Gaussian"):
+        run(compose_config("model=kidiq", f"fitter={name}", "guide=normal", "steps=5"))

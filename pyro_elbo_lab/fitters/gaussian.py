@@ -69,7 +69,8 @@ def require_gaussian_guide(guide: object, fitter: str) -> AutoMultivariateNormal
     if not isinstance(guide, AutoMultivariateNormal):
         raise ConfigError(
             f"fitter={fitter} fits a full-covariance Gaussian over the unconstrained latents "
-            f"and needs guide=mvn (Pyro's AutoMultivariateNormal), got {type(guide).__name__}"
+            f"into guide=mvn (Pyro's AutoMultivariateNormal, its default guide), got "
+            f"{type(guide).__name__}: use guide=mvn, or name no guide"
         )
     return guide
 

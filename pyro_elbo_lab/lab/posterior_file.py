@@ -4,7 +4,9 @@ The files follow ArviZ's InferenceData netCDF layout (one netCDF4 group per
 ``posterior``, ``log_likelihood``, ``observed_data``; dims ``chain``, ``draw`` and the
 model's plates), written with xarray, so ``az.from_netcdf`` reads them like NumPyro or
 PyMC output and ``az.summary``, ``az.plot_posterior`` and ``az.loo`` work on them. Guide
-draws are independent, so they form one chain. A model with reference draws (MCMC) gets
+draws are independent, so they form one chain. The data plate's coordinate is each row's
+0-based position in the data the model read (the user's file), so ``theta.sel(data=i)``
+is row i of the file whatever the train/held-out shuffle. A model with reference draws (MCMC) gets
 a second file with the same layout, to compare side by side.
 """
 
@@ -46,7 +48,9 @@ def write_posterior_files(
         "log_likelihood": draws.log_likelihood,
         "observed_data": draws.observed_data,
     }
-    _write(xarray, directory / POSTERIOR_FILE, groups, attrs)
+    # the data plate's coordinate: each row's position in the user's data, whatever shuffle
+    coords = {model.data_plate: model.train_rows.numpy()}
+    _write(xarray, directory / POSTERIOR_FILE, groups, attrs, coords)
     written = {"posterior": POSTERIOR_FILE}
     reference = model.reference_posterior_draws()
     if reference is not None:
@@ -61,12 +65,21 @@ def write_posterior_files(
             directory / REFERENCE_FILE,
             reference_groups,
             {**attrs, "source": "reference draws"},
+            coords,
         )
         written["reference_posterior"] = REFERENCE_FILE
     return written
 
 
-def _write(xarray: Any, path: Path, groups: dict[str, dict[str, NamedArray]], attrs: dict) -> None:
+def _write(
+    xarray: Any,
+    path: Path,
+    groups: dict[str, dict[str, NamedArray]],
+    attrs: dict,
+    coords: dict[str, Any],
+) -> None:
+    """One netCDF4 group per entry of ``groups``; a dim named in ``coords`` gets that
+    coordinate where its length matches."""
     mode = "w"
     for group, arrays in groups.items():
         if not arrays:
@@ -79,7 +92,13 @@ def _write(xarray: Any, path: Path, groups: dict[str, dict[str, NamedArray]], at
             )
             for name, array in arrays.items()
         }
-        dataset = xarray.Dataset(variables, attrs=attrs)
+        lengths = {dim: size for dims, values in variables.values()
+                   for dim, size in zip(dims, values.shape, strict=True)}  # fmt: skip
+        dataset = xarray.Dataset(
+            variables,
+            coords={dim: v for dim, v in coords.items() if lengths.get(dim) == len(v)},
+            attrs=attrs,
+        )
         dataset.to_netcdf(path, mode=mode, group=group, engine="h5netcdf")
         mode = "a"
 

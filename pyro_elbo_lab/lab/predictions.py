@@ -18,7 +18,8 @@ def write_predictions(
     held-out cluster probabilities (``heldout_cluster_probabilities.npy``,
     ``[N_heldout, K]``) and a plot of the fitted mixture at the guide's posterior median
     (``mixture.png``: training points coloured by their most probable component, 1- and
-    2-sd ellipses of each component in the first two coordinates). Returns the file
+    2-sd ellipses of each component in the first two coordinates), with each held-out
+    row's 0-based position in the data file (``heldout_rows.npy``). Returns the file
     names, or None for a model without predictions."""
     predictions = getattr(model, "predictions", None)
     if predictions is None:
@@ -29,6 +30,7 @@ def write_predictions(
         directory / "heldout_cluster_probabilities.npy",
         fit.heldout_cluster_probabilities.cpu().numpy(),
     )
+    np.save(directory / "heldout_rows.npy", model.heldout_rows.numpy())
     plot_mixture(
         model.train_data,
         fit.train_labels,
@@ -37,4 +39,8 @@ def write_predictions(
         fit.full_covariance,
         directory / "mixture.png",
     )
-    return {"cluster_probabilities": "heldout_cluster_probabilities.npy", "plot": "mixture.png"}
+    return {
+        "cluster_probabilities": "heldout_cluster_probabilities.npy",
+        "heldout_rows": "heldout_rows.npy",
+        "plot": "mixture.png",
+    }

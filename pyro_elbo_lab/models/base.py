@@ -73,9 +73,21 @@ class LatentVariableModel(abc.ABC):
         self.device = resolve_device(device)
         self.seed = seed
         generator = torch.Generator().manual_seed(seed)
+        self.source_rows = torch.arange(num_train + num_heldout)
         data = self.simulate(num_train + num_heldout, generator)
         self.train_data = self._accept_data("training data", data[:num_train])
         self.heldout_data = self._accept_data("held-out data", data[num_train:])
+        #: each training and held-out row's 0-based position in the data it was drawn from
+        #: (the user's file), whatever the shuffle: the data plate's coordinate in outputs
+        self.train_rows = self.source_rows[:num_train]
+        self.heldout_rows = self.source_rows[num_train:]
+
+    def pick_rows(self, num_rows: int, num_data: int, generator: torch.Generator) -> torch.Tensor:
+        """For :meth:`simulate` from a file of ``num_rows`` rows: ``num_data`` of them in
+        a random order drawn with ``generator`` (training rows first, then held-out ones),
+        remembered as :attr:`source_rows` so that every output can name the file's rows."""
+        self.source_rows = torch.randperm(num_rows, generator=generator)[:num_data]
+        return self.source_rows
 
     @property
     def event_shape(self) -> tuple[int, ...]:

@@ -98,8 +98,10 @@ class CustomModel(LatentVariableModel):
     r"""Your own Pyro model: ``target`` names a callable, ``data`` a file of observations.
 
     The callable is called as ``target(data)`` with the data as one tensor (rows first,
-    float32), or ``target()`` when no data file is given. Its rows are shuffled with
-    ``seed`` and the last ``num_heldout`` held out; held-out log-likelihood needs the
+    float32), or ``target()`` when no data file is given. With ``num_heldout`` > 0 its
+    rows are shuffled with ``seed`` and the last ``num_heldout`` held out (with 0 they
+    keep the file's order); every output names a row by its 0-based position in the
+    file (:attr:`train_rows`, the data plate's coordinate). Held-out log-likelihood needs the
     observations in a plate named ``data_plate`` over the rows (and global latents, or
     ``local_latents=true`` to skip it). Nothing about the posterior is known, so the
     ground-truth metrics (gaps to log p(x), KL, posterior error) are skipped with a note
@@ -143,6 +145,7 @@ class CustomModel(LatentVariableModel):
         )
         self.data_plate = data_plate
         self.has_local_latents = local_latents
+        self.num_heldout = num_heldout
         super().__init__(
             num_train=rows - num_heldout, num_heldout=num_heldout, seed=seed, device=device
         )
@@ -156,8 +159,9 @@ class CustomModel(LatentVariableModel):
     def simulate(self, num_data: int, generator: torch.Generator) -> torch.Tensor:
         if self.file_data is None:  # a model without data: one empty row
             return torch.zeros(num_data, 0)
-        order = torch.randperm(self.file_data.shape[0], generator=generator)
-        return self.file_data[order][:num_data]
+        if not self.num_heldout:  # nothing to hold out: the rows stay in the file's order
+            return self.file_data[:num_data]
+        return self.file_data[self.pick_rows(self.file_data.shape[0], num_data, generator)]
 
     def model(self, data: torch.Tensor) -> None:
         if self.takes_data:

@@ -159,8 +159,7 @@ class GaussianMixture(LatentVariableModel):
 
     def simulate(self, num_data: int, generator: torch.Generator) -> torch.Tensor:
         if self.file_data is not None:
-            order = torch.randperm(self.file_data.shape[0], generator=generator)
-            return self.file_data[order[:num_data]]
+            return self.file_data[self.pick_rows(self.file_data.shape[0], num_data, generator)]
         k, d = self.num_components, self.dim
         gammas = torch._standard_gamma(torch.full((k,), 5.0), generator=generator)
         self.true_weights = gammas / gammas.sum()

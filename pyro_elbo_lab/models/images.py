@@ -107,7 +107,7 @@ class BinarisedImageModel(LatentVariableModel):
                 f"model.num_train + model.num_heldout = {num_data} images, but the data hold "
                 f"{images.shape[0]}; lower them"
             )
-        order = torch.randperm(images.shape[0], generator=generator)[:num_data]
+        order = self.pick_rows(images.shape[0], num_data, generator)
         grey = images[order].reshape(num_data, -1)
         if self.binarization == "threshold":
             return (grey > 0.5).float()
