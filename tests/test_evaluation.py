@@ -16,11 +16,12 @@ from pyro_elbo_lab.evaluation import (
     evaluate_guide,
 )
 from pyro_elbo_lab.evaluation.bounds import MAX_BATCH_ELEMENTS, particle_batch_for
+from pyro_elbo_lab.evaluation.exact_kl import closed_form_kl
 from pyro_elbo_lab.evaluation.posterior_error import importance_resampled_draws
 from pyro_elbo_lab.evaluation.predictive import heldout_log_likelihood
 from pyro_elbo_lab.models import NormalNormal
 from pyro_elbo_lab.registry import guides
-from tests.helpers import assert_normal_moments, posterior_guide
+from tests.helpers import assert_normal_moments, posterior_guide, set_gaussian_guide
 
 MODEL = NormalNormal(num_train=20, num_heldout=30, seed=0)
 
@@ -183,3 +184,39 @@ def test_the_evaluation_batch_bounds_the_memory_of_a_pass():
     assert particle_batch_for(1000, torch.zeros(50)) == 1000
     assert particle_batch_for(1000, torch.zeros(100_000, 2)) == MAX_BATCH_ELEMENTS // 200_000
     assert particle_batch_for(1000, torch.zeros(()).expand(10**6, 10**5)) == 1  # a view: no memory
+
+
+@pytest.mark.parametrize("guide_name", ["normal", "diagonal_normal", "mvn"])
+def test_the_kl_of_a_gaussian_guide_is_exact_and_never_negative(guide_name):
+    """KL(N(m, s²) ‖ N(μ, σ²)) per dimension = log(σ/s) + (s² + (m − μ)²)/(2σ²) − 1/2:
+    0 at the posterior (where log p(x) − ELBO in float32 came out about −3e-6), and the
+    formula for a shifted, narrower guide."""
+    pyro.clear_param_store()
+    guide = guides.build(guide_name, MODEL)
+    guide(MODEL.train_data)
+    posterior = MODEL.exact_posterior()["loc"].base_dist
+    set_gaussian_guide(guide, posterior.loc, posterior.scale)
+    metrics = evaluate_guide(MODEL, guide, EvaluationSettings(elbo_particles=200))
+    assert metrics["kl_to_posterior_method"] == "closed form"
+    assert 0 <= metrics["kl_to_posterior"] < 1e-9 and metrics["kl_to_posterior_se"] == 0
+    m, s = posterior.loc + 0.3, posterior.scale * 0.7
+    set_gaussian_guide(guide, m, s)
+    sigma, mu = posterior.scale.double(), posterior.loc.double()
+    expected = (
+        sigma.log()
+        - s.double().log()
+        + (s.double() ** 2 + (m.double() - mu) ** 2) / (2 * sigma**2)
+        - 0.5
+    ).sum()
+    # the guide's covariance is formed in float32 (scale_tril, then cast): 1e-6 relative
+    assert closed_form_kl(MODEL, guide) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_a_guide_without_a_gaussian_form_gets_the_monte_carlo_kl_with_its_error():
+    metrics = evaluate_guide(
+        MODEL, posterior_guide(MODEL, scale_factor=1.2), EvaluationSettings(elbo_particles=4000)
+    )
+    assert metrics["kl_to_posterior_method"] == "monte carlo"
+    evidence = metrics["exact_log_evidence"]
+    assert metrics["kl_to_posterior_se"] >= abs(evidence) * 2.0**-23  # float32's resolution
+    assert metrics["kl_to_posterior_se"] >= metrics["elbo_se"]

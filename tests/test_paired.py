@@ -59,3 +59,15 @@ def test_holm_adjusts_step_down_and_stays_monotone():
     # sorted p: 0.01, 0.03, 0.04 -> 3*0.01, max(0.03, 2*0.03), max(0.06, 1*0.04)
     assert adjusted[1] is None
     assert [adjusted[i].p_adjusted for i in (0, 3, 2)] == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_a_difference_within_the_estimates_error_is_not_a_verdict():
+    rng = np.random.default_rng(0)
+    ours, theirs = _pairs(-1e-6, 8, rng)
+    ours = {seed: value * 1e-9 - 1e-6 for seed, value in ours.items()}  # tiny, all detected
+    theirs = {seed: value * 1e-9 for seed, value in theirs.items()}
+    comparison = holm([paired_difference(ours, theirs)])[0]
+    assert comparison.detected  # the test alone would call it
+    line = verdict("A", "B", "KL", comparison, lower_is_better=True, estimation_error=3e-6)
+    assert "within the estimates' error" in line and "beats" not in line
+    assert "beats" in verdict("A", "B", "KL", comparison, lower_is_better=True)

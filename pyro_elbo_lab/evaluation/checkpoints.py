@@ -2,8 +2,10 @@
 
 Every run of a comparison records the same metric at the same fractions of its budget,
 so curves of different objectives share their axis (steps, seconds, model
-evaluations). The metric is the best truth the model has: ``kl_to_posterior`` =
-log p(x) − ELBO where the evidence is exact, else the ``iwae`` bound with many
+evaluations). The metric is the best truth the model has: ``kl_to_posterior``, in
+closed form where guide and posterior are Gaussian
+(:func:`~pyro_elbo_lab.evaluation.exact_kl.closed_form_kl`), else log p(x) − ELBO where
+the evidence is exact; else the ``iwae`` bound with many
 particles (Burda et al. 2016: a tight lower bound on log p(x)); and
 ``posterior_mean_error``, ``posterior_w1_mean`` and ``posterior_gaussian_w2``
 (:func:`~pyro_elbo_lab.evaluation.reference_distances.reference_distances`) against a
@@ -30,6 +32,7 @@ from pyro_elbo_lab.evaluation.bounds import (
     particle_batch_for,
     particles_within,
 )
+from pyro_elbo_lab.evaluation.exact_kl import closed_form_kl
 from pyro_elbo_lab.evaluation.learned_model import infers_new_points, per_image_iwae
 from pyro_elbo_lab.evaluation.posterior_error import (
     guide_draws,
@@ -91,7 +94,10 @@ class CheckpointProbe:
         def within(requested: int) -> int:
             return particles_within(requested, args[0].shape[0], settings.max_point_evals)
 
-        if self.log_evidence is not None:
+        exact = closed_form_kl(model, guide) if self.log_evidence is not None else None
+        if exact is not None:
+            metrics["kl_to_posterior"] = exact
+        elif self.log_evidence is not None:
             elbo = estimate_elbo(
                 target, guide, args, num_particles=within(settings.elbo_particles), **common
             )

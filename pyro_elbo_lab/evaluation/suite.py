@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from pyro_elbo_lab.evaluation.bounds import (
 )
 from pyro_elbo_lab.evaluation.diagnostics import CUBO_MIN_SAMPLES, cubo_from_log_weights, psis_khat
 from pyro_elbo_lab.evaluation.estimate import Estimate
+from pyro_elbo_lab.evaluation.exact_kl import closed_form_kl
 from pyro_elbo_lab.evaluation.gradients import gradient_statistics
 from pyro_elbo_lab.evaluation.learned_model import learned_model_metrics
 from pyro_elbo_lab.evaluation.posterior_error import (
@@ -109,7 +111,8 @@ def evaluate_guide(
     The bounds sandwich: ``elbo`` ≤ ``iwae`` (K = ``iwae_particles``; ``iwae_by_particles``
     for the ladder) ≤ log p(x) ≤ ``cubo`` (χ² upper bound, biased low at small S), each
     with ``*_se``; against the truth ``exact_log_evidence`` (or ``ais_log_evidence``)
-    with ``*_gap`` and ``kl_to_posterior`` = log p(x) − ELBO. Also ``psis_khat``,
+    with ``*_gap`` and ``kl_to_posterior`` (exact where :func:`closed_form_kl` applies,
+    else log p(x) − ELBO; see :func:`kl_metrics`). Also ``psis_khat``,
     ``heldout_loglik`` (global-latent models), ``posterior_error`` per site (against the
     exact posterior or reference draws; ``posterior_mean_error`` and
     ``posterior_sd_error`` are the largest over all sites), ``posterior_distances``
@@ -192,8 +195,8 @@ def evaluate_guide(
             elbo_gap=elbo.value - truth,
             iwae_gap=iwae.value - truth,
             cubo_gap=metrics["cubo"] - truth,
-            kl_to_posterior=truth - elbo.value,
         )
+        metrics.update(kl_metrics(model, guide, truth, elbo))
         metrics["iwae_by_particles_gap"] = {
             k: value - truth for k, value in metrics["iwae_by_particles"].items()
         }
@@ -232,6 +235,34 @@ def evaluate_guide(
         "particle_batch": particle_batch,
     }
     return metrics
+
+
+#: float32's relative resolution: log p(x) − ELBO cannot resolve less than this × |log p(x)|
+FLOAT32_RESOLUTION = 2.0**-23
+
+
+def kl_metrics(
+    model: LatentVariableModel, guide: Callable[..., Any], log_evidence: float, elbo: Estimate
+) -> dict[str, Any]:
+    """``kl_to_posterior`` with its standard error and how it was found: in closed form
+    where guide and exact posterior are Gaussian (``kl_to_posterior_mc``, log p(x) − ELBO,
+    beside it), else log p(x) − ELBO, whose error is the ELBO's Monte Carlo error and the
+    float32 resolution of log densities of the size of log p(x)."""
+    estimate = log_evidence - elbo.value
+    exact = closed_form_kl(model, guide)
+    if exact is not None:
+        return {
+            "kl_to_posterior": exact,
+            "kl_to_posterior_se": 0.0,
+            "kl_to_posterior_method": "closed form",
+            "kl_to_posterior_mc": estimate,
+        }
+    resolution = FLOAT32_RESOLUTION * abs(log_evidence)
+    return {
+        "kl_to_posterior": estimate,
+        "kl_to_posterior_se": math.hypot(elbo.std_error, resolution),
+        "kl_to_posterior_method": "monte carlo",
+    }
 
 
 def _heldout(model, target, guide, settings, common) -> dict[str, float]:

@@ -12,12 +12,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric of the record: its key, title, record section and direction."""
+    """A metric of the record: its key, title, record section and direction, and where
+    a run records the metric's own estimation error (``error_key``), if it has one."""
 
     key: str
     title: str
     section: str = "metrics"
     lower_is_better: bool = False
+    error_key: str | None = None
 
 
 METRICS: tuple[Metric, ...] = (
@@ -26,7 +28,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("exact_log_evidence", "log p(x)"),
     Metric("elbo_gap", "ELBO − log p(x)"),
     Metric("cubo_gap", "CUBO − log p(x)", lower_is_better=True),
-    Metric("kl_to_posterior", "KL(q‖p)", lower_is_better=True),
+    Metric("kl_to_posterior", "KL(q‖p)", lower_is_better=True, error_key="kl_to_posterior_se"),
     Metric("psis_khat", "PSIS k̂", lower_is_better=True),
     Metric("heldout_loglik", "held-out LL/pt"),
     Metric("test_loglik", "test LL/image"),

@@ -79,12 +79,31 @@ def holm(
     return adjusted
 
 
+def within_estimation_error(comparison: PairedDifference, estimation_error: float) -> bool:
+    """Whether a paired difference is no larger than twice the error with which each run
+    measured the metric: then the runs cannot tell the methods apart, whatever the test."""
+    return estimation_error > 0 and abs(comparison.mean) <= 2 * estimation_error
+
+
 def verdict(
-    first: str, second: str, metric: str, comparison: PairedDifference | None, lower_is_better: bool
+    first: str,
+    second: str,
+    metric: str,
+    comparison: PairedDifference | None,
+    lower_is_better: bool,
+    estimation_error: float = 0.0,
 ) -> str:
-    """``A beats B on M by Δ [CI]``, ``A trails B ...`` or ``no difference detected``."""
+    """``A beats B on M by Δ [CI]``, ``A trails B ...``, ``no difference detected``, or,
+    where the mean difference is within ``estimation_error`` (the error with which the
+    runs measured M, e.g. a Monte Carlo KL's), ``within the estimates' error``."""
     if comparison is None:
         return f"{first} vs {second}: too few shared seeds to compare on {metric}"
+    if within_estimation_error(comparison, estimation_error):
+        return (
+            f"{first} vs {second} on {metric}: within the estimates' error "
+            f"(Δ {comparison.interval()}, each run's {metric} known to ±{estimation_error:.2g}; "
+            f"{comparison.seeds} seeds)"
+        )
     if not comparison.detected:
         return (
             f"{first} vs {second} on {metric}: no difference detected "

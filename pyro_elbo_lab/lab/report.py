@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from pyro_elbo_lab.lab.metrics import BY_KEY, METRICS, Metric, headline_metric
-from pyro_elbo_lab.lab.paired import PairedDifference, holm, paired_difference, verdict
+from pyro_elbo_lab.lab.paired import (
+    PairedDifference,
+    holm,
+    paired_difference,
+    verdict,
+    within_estimation_error,
+)
 from pyro_elbo_lab.lab.plots import plot_anytime, plot_loss_curves, plot_metrics
 from pyro_elbo_lab.lab.record import flatten, read_records, version_differences
 from pyro_elbo_lab.lab.resume import latest_records
@@ -94,11 +100,11 @@ class Comparison:
         others = [row for row in self.rows if row is not best and row.values(key, section)]
         ours = best.values(key, section)
         pairs = holm([paired_difference(ours, row.values(key, section)) for row in others])
-        mean = statistics.fmean(best.values(key, section).values())
-        lines = [f"**Verdict.** Best mean {self.metric.title}: `{best.label()}` ({mean:.4g})."]
+        mean = self._value(best)
+        lines = [f"**Verdict.** Best mean {self.metric.title}: `{best.label()}` ({mean})."]
         lines += [
             "- " + verdict(f"`{best.label()}`", f"`{row.label()}`", self.metric.title, pair,
-                           self.metric.lower_is_better)
+                           self.metric.lower_is_better, self.estimation_error(best, row))
             for row, pair in zip(others, pairs, strict=True)
         ]  # fmt: skip
         return "\n".join(lines)
@@ -112,13 +118,12 @@ class Comparison:
         ]  # fmt: skip
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row, difference in zip(self.rows, self.to_reference, strict=True):
-            values = list(row.values(self.metric.key, self.metric.section).values())
             evals = list(row.values("model_evals", "fit").values())
             cells = [
                 self._row_verdict(row, difference),
                 f"`{row.label()}`",
                 row.counts(),
-                _cell(_mean_se(values)),
+                self._value(row, with_se=True),
                 difference.interval(3) if difference else "–",
                 f"{difference.p_adjusted:.2g}" if difference else "–",
                 f"{statistics.median(evals):.0f}" if evals else "–",
@@ -127,11 +132,33 @@ class Comparison:
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
+    def estimation_error(self, *rows: Row) -> float:
+        """The error with which the runs of ``rows`` measured the headline metric (the
+        largest recorded; 0 where it is exact or not recorded), combined for a difference."""
+        key = self.metric.error_key
+        if key is None:
+            return 0.0
+        errors = [max(row.values(key, self.metric.section).values(), default=0.0) for row in rows]
+        return math.sqrt(sum(error**2 for error in errors))
+
+    def _value(self, row: Row, with_se: bool = False) -> str:
+        """The row's mean headline value (± its s.e. over seeds); one below the error its
+        runs measured it with is shown as that bound, never as a negative KL."""
+        values = list(row.values(self.metric.key, self.metric.section).values())
+        mean, se = _mean_se(values)
+        error = self.estimation_error(row)
+        if error > 0 and mean < error:
+            return f"≤ {error:.2g} (estimate's error)"
+        return _cell((mean, se)) if with_se else f"{mean:.4g}"
+
     def _row_verdict(self, row: Row, difference: PairedDifference | None) -> str:
         if row.objective == REFERENCE_OBJECTIVE and reference_row(row, self.rows) is row:
             return "reference"
         if difference is None:
             return "not compared"
+        reference = reference_row(row, self.rows)
+        if within_estimation_error(difference, self.estimation_error(row, reference)):
+            return "within the estimates' error"
         if not difference.detected:
             return "no difference detected"
         better = (difference.mean < 0) == self.metric.lower_is_better

@@ -56,6 +56,9 @@ class LatentVariableModel(abc.ABC):
     #: Whether the model holds parameters θ learned with the guide (a VAE's decoder):
     #: evaluation then measures the model too (test log-likelihood per point).
     learns_parameters: ClassVar[bool] = False
+    #: Whether :meth:`exact_posterior` is one joint Gaussian over real-valued latents (its
+    #: sites independent a posteriori, each Gaussian).
+    gaussian_posterior: ClassVar[bool] = False
     #: Sites that the model marginalises by enumeration (guides must not sample them).
     enumerated_sites: tuple[str, ...] = ()
     #: Minibatch size of the data plate in training (None: the full data), for models
@@ -185,6 +188,12 @@ class LatentVariableModel(abc.ABC):
     def exact_posterior(self) -> dict[str, Distribution] | None:
         """p(z | training data) per latent site, where it is known in closed form."""
         return None
+
+    def exact_gaussian_posterior(self) -> dict[str, Distribution] | None:
+        """:meth:`exact_posterior` where :attr:`gaussian_posterior` says it is one joint
+        Gaussian, so KL(q ‖ p) has a closed form for Gaussian guides
+        (:func:`~pyro_elbo_lab.evaluation.exact_kl.closed_form_kl`); else None."""
+        return self.exact_posterior() if self.gaussian_posterior else None
 
     def exact_predictive_log_likelihood(self, data: torch.Tensor) -> torch.Tensor | None:
         """log p(x_new | training data) for each row of ``data``, where known."""

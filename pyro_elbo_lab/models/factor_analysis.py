@@ -37,6 +37,7 @@ class FactorAnalysis(LatentVariableModel):
     """
 
     has_local_latents = True
+    gaussian_posterior = True  # abilities independent across students, each Gaussian
 
     def __init__(
         self,

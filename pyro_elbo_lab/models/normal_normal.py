@@ -31,6 +31,8 @@ class NormalNormal(LatentVariableModel):
     :param noise_scale: :math:`\sigma`.
     """
 
+    gaussian_posterior = True
+
     def __init__(
         self,
         *,
