@@ -76,6 +76,17 @@ class UnconstrainedDensity:
         with torch.no_grad():
             return self._log_density(points)
 
+    def differentiable_log_density(self, points: torch.Tensor) -> torch.Tensor:
+        """:math:`\\log \tilde p(u_b)` ``[B]`` with its graph to ``points``, for an optimiser
+        that differentiates it (each row counted as one gradient evaluation)."""
+        self.gradient_evaluations += points.shape[0]
+        return self._log_density(points)
+
+    def count_hessian_vector_products(self, count: int) -> None:
+        """Count ``count`` Hessian-vector products, each as two gradient evaluations (a
+        forward-over-reverse pass costs about two gradients)."""
+        self.gradient_evaluations += 2 * count
+
     def log_density_and_score(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:math:`\\log \\tilde p(u_b)` ``[B]`` and :math:`\\nabla_u \\log \\tilde p(u_b)`
         ``[B, D]``; non-finite values stay as they are, for the caller to judge."""

@@ -106,13 +106,13 @@ class Pathfinder(GaussianFitter):
         *,
         history_size: int = 6,
         elbo_draws: int = 5,
-        init_radius: float = 2.0,
+        init_radius: float | None = 2.0,
         tolerance: float = 1e-7,
     ) -> None:
         for option, value in (("history_size", history_size), ("elbo_draws", elbo_draws)):
             if not (isinstance(value, int) and value >= 1):
                 raise ConfigError(f"fitter.{option} must be an integer >= 1, got {value!r}")
-        if not (init_radius > 0 and tolerance >= 0):
+        if not ((init_radius is None or init_radius > 0) and tolerance >= 0):
             raise ConfigError(
                 f"fitter.init_radius must be > 0 and fitter.tolerance >= 0, got "
                 f"{init_radius!r} and {tolerance!r}"
@@ -120,7 +120,10 @@ class Pathfinder(GaussianFitter):
         super().__init__(model, guide, init_scale=1.0)
         self.elbo_draws, self.tolerance = elbo_draws, tolerance
         self.history: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=history_size)
-        start = (torch.rand_like(self.state.mean) * 2 - 1) * init_radius
+        if init_radius is None:  # the guide's own start (its loc: the prior median, or init=)
+            start = self.state.mean.clone()
+        else:
+            start = (torch.rand_like(self.state.mean) * 2 - 1) * init_radius
         self.position, self.value, self.gradient = self._evaluate(start)
         self.alpha = torch.ones_like(start)
         self.best_elbo = -float("inf")
