@@ -45,12 +45,8 @@ def unbatched_traces(
 def guess_max_plate_nesting(
     model: Callable[..., Any], guide: Callable[..., Any], args: tuple, kwargs: dict
 ) -> int:
-    """Run model and guide once, unvectorised, and read the deepest plate dim used. The
-    random streams are put back, so the first step draws what it would with the depth
-    given."""
-    with random_streams_restored():
-        traces = unbatched_traces(model, guide, args, kwargs)
-    return max(plate_depth(trace) for trace in traces)
+    """Run model and guide once, unvectorised, and read the deepest plate dim used."""
+    return max(plate_depth(trace) for trace in unbatched_traces(model, guide, args, kwargs))
 
 
 def plate_depth(trace: poutine.Trace) -> int:

@@ -15,11 +15,12 @@ from functools import cached_property
 
 import torch
 from pyro.infer.autoguide import AutoMultivariateNormal
-from torch.distributions import transform_to
 
 from pyro_elbo_lab.engine.unconstrained import UnconstrainedDensity
 from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.fitters.base import Fitter
+from pyro_elbo_lab.fitters.start import StartingGaussian
+from pyro_elbo_lab.guides.params import write_cholesky
 from pyro_elbo_lab.models.base import LatentVariableModel
 
 
@@ -101,6 +102,11 @@ class GaussianFitter(Fitter):
         self.rejected_updates = 0
         self.write_guide()
 
+    def start_from(self, start: StartingGaussian) -> None:
+        """Take the run's starting Gaussian (:mod:`~pyro_elbo_lab.fitters.start`) as q₀."""
+        self.state = Gaussian(start.mean.to(self.state.mean), start.covariance.to(self.state.mean))
+        self.write_guide()
+
     @property
     def model_evals(self) -> int:
         return self.density.evaluations
@@ -129,20 +135,9 @@ class GaussianFitter(Fitter):
     def write_guide(self) -> None:
         """The guide's ``loc``, ``scale`` and ``scale_tril`` set to the state, in place (the
         param store holds the same tensors)."""
-        factor = self.state.cholesky
-        diagonal = factor.diagonal()
-        guide = self.guide
-        dtype = guide.loc.dtype
         with torch.no_grad():
-            guide.loc.copy_(self.state.mean.to(dtype))
-            guide.scale_unconstrained.copy_(
-                transform_to(guide.scale_constraint).inv(diagonal.to(dtype))
-            )
-            guide.scale_tril_unconstrained.copy_(
-                transform_to(guide.scale_tril_constraint).inv(
-                    (factor / diagonal[:, None]).to(dtype)
-                )
-            )
+            self.guide.loc.copy_(self.state.mean.to(self.guide.loc.dtype))
+            write_cholesky(self.guide, self.state.cholesky)
 
 
 class BatchScoreFitter(GaussianFitter):

@@ -42,6 +42,7 @@ from pyro.infer.autoguide import AutoMultivariateNormal
 
 from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.fitters.gaussian import Gaussian, GaussianFitter
+from pyro_elbo_lab.fitters.start import StartingGaussian
 from pyro_elbo_lab.models.base import LatentVariableModel
 from pyro_elbo_lab.registry import fitters
 
@@ -120,10 +121,19 @@ class Pathfinder(GaussianFitter):
         super().__init__(model, guide, init_scale=1.0)
         self.elbo_draws, self.tolerance = elbo_draws, tolerance
         self.history: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=history_size)
-        if init_radius is None:  # the guide's own start (its loc: the prior median, or init=)
+        if init_radius is None:  # the guide's own start (its loc: the prior median)
             start = self.state.mean.clone()
         else:
             start = (torch.rand_like(self.state.mean) * 2 - 1) * init_radius
+        self._begin_path(start)
+
+    def start_from(self, start: StartingGaussian) -> None:
+        """The path starts at the run's starting Gaussian's mean (its Gaussian is q₀)."""
+        super().start_from(start)
+        self._begin_path(self.state.mean.clone())
+
+    def _begin_path(self, start: torch.Tensor) -> None:
+        self.history.clear()
         self.position, self.value, self.gradient = self._evaluate(start)
         self.alpha = torch.ones_like(start)
         self.best_elbo = -float("inf")

@@ -27,6 +27,7 @@ run's budget (:attr:`StartingGaussian.model_evals`, ``gradient_evals``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -49,12 +50,14 @@ NOT_FINITE_LOSS = 1e30
 
 @dataclass(frozen=True)
 class StartingGaussian:
-    """:math:`\\mathcal N(m, LL^\\top)` over the unconstrained latents (float64), how it
-    was found and what it cost."""
+    """:math:`\\mathcal N(m, LL^\\top)` over the unconstrained latents (float64), their
+    layout, how it was found and what it cost."""
 
     mean: torch.Tensor
     scale_tril: torch.Tensor
     method: str
+    #: ``(site, unconstrained shape)`` in the order of the latent vector
+    sites: tuple[tuple[str, torch.Size], ...] = ()
     model_evals: int = 0
     gradient_evals: int = 0
     note: str = ""
@@ -91,13 +94,16 @@ def starting_gaussian(
         )
         median = density.guide.loc.detach().double()
         eye = torch.eye(median.shape[0], dtype=torch.float64, device=median.device)
+        sites = tuple(density.guide._unconstrained_shapes.items())
         if method == "median":
-            return StartingGaussian(median, init_scale * eye, method)
+            return StartingGaussian(median, init_scale * eye, method, sites)
         if method == "pathfinder":
-            return _pathfinder_start(model, max_iterations)
+            return dataclasses.replace(_pathfinder_start(model, max_iterations), sites=sites)
         mode, note = maximum_a_posteriori(density, median, max_iterations)
         if method == "map" and mode.shape[0] > LAPLACE_MAX_DIM:
-            return _spent(density, StartingGaussian(mode, init_scale * eye, method, note=note))
+            return _spent(
+                density, StartingGaussian(mode, init_scale * eye, method, sites, note=note)
+            )
         try:
             mode, scale_tril, note = laplace_at_mode(density, mode)
         except torch.linalg.LinAlgError:
@@ -112,7 +118,7 @@ def starting_gaussian(
             density.gradient_evaluations += fallback.gradient_evals
         if method == "map":
             scale_tril = init_scale * eye
-        return _spent(density, StartingGaussian(mode, scale_tril, method, note=note))
+        return _spent(density, StartingGaussian(mode, scale_tril, method, sites, note=note))
 
 
 def maximum_a_posteriori(
@@ -140,8 +146,11 @@ def maximum_a_posteriori(
     return point.detach().double(), note
 
 
-#: Newton steps that polish the L-BFGS mode before the Laplace covariance is formed
-NEWTON_STEPS = 3
+#: damped Newton steps that polish the L-BFGS mode before the Laplace covariance is
+#: formed, until the Newton decrement falls below NEWTON_TOLERANCE
+NEWTON_STEPS = 20
+NEWTON_TOLERANCE = 1e-4
+_MAX_HALVINGS = 20
 #: a mode whose Newton decrement sqrt(g' H^-1 g) exceeds this is noted in the record
 MODE_TOLERANCE = 0.01
 
@@ -149,10 +158,10 @@ MODE_TOLERANCE = 0.01
 def laplace_at_mode(
     density: UnconstrainedDensity, start: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """The mode, polished by up to :data:`NEWTON_STEPS` Newton steps from ``start`` (a
-    float32 L-BFGS stops where successive losses round to the same number; Newton's step
-    :math:`H^{-1}\nabla\\log\tilde p` does not need the loss to move), and the Cholesky
-    factor of :math:`H^{-1}` there, from exact Hessian-vector products."""
+    """The mode, polished by damped Newton steps from ``start`` (a float32 L-BFGS stops
+    where successive losses round to the same number; a Newton step, halved until it
+    ascends, needs no such resolution), and the Cholesky factor of :math:`H^{-1}` there,
+    from exact Hessian-vector products."""
     dim = start.shape[0]
     if dim > LAPLACE_MAX_DIM:
         raise ConfigError(
@@ -165,10 +174,15 @@ def laplace_at_mode(
         raise torch.linalg.LinAlgError("the log density or its Hessian is not finite there")
     for _ in range(NEWTON_STEPS):
         covariance, _ = _floored_inverse(hessian)
-        trial = mode + covariance @ gradient
-        trial_value, trial_gradient, trial_hessian = _curvature(density, trial)
-        improved = trial_value >= value and trial_gradient.norm() < gradient.norm()
-        if not (improved and trial_hessian.isfinite().all()):
+        direction = covariance @ gradient
+        if float(gradient @ direction) ** 0.5 < NEWTON_TOLERANCE:
+            break
+        for halving in range(_MAX_HALVINGS):  # damped: the first step length that ascends
+            trial = mode + 0.5**halving * direction
+            trial_value, trial_gradient, trial_hessian = _curvature(density, trial)
+            if trial_value > value and trial_hessian.isfinite().all():
+                break
+        else:
             break
         mode, value, gradient, hessian = trial, trial_value, trial_gradient, trial_hessian
     covariance, note = _floored_inverse(hessian)
@@ -205,10 +219,9 @@ def _floored_inverse(hessian: torch.Tensor) -> tuple[torch.Tensor, str]:
 
 
 def _spent(density: UnconstrainedDensity, start: StartingGaussian) -> StartingGaussian:
-    return StartingGaussian(
-        start.mean, start.scale_tril, start.method,
-        density.evaluations, density.gradient_evaluations, start.note,
-    )  # fmt: skip
+    return dataclasses.replace(
+        start, model_evals=density.evaluations, gradient_evals=density.gradient_evaluations
+    )
 
 
 def _pathfinder_start(model: LatentVariableModel, max_iterations: int) -> StartingGaussian:
@@ -224,6 +237,6 @@ def _pathfinder_start(model: LatentVariableModel, max_iterations: int) -> Starti
     state = pathfinder.state
     note = "" if pathfinder.converged else f"Pathfinder did not converge in {max_iterations} steps"
     return StartingGaussian(
-        state.mean, state.cholesky, "pathfinder",
+        state.mean, state.cholesky, "pathfinder", (),
         pathfinder.model_evals, pathfinder.gradient_evals, note,
     )  # fmt: skip

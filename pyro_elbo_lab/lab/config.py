@@ -43,6 +43,10 @@ class LabConfig:
     checkpoints: CheckpointSettings = field(default_factory=CheckpointSettings)
     #: learning rates end at this fraction of their start, geometric in the budget spent
     final_lr_fraction: float = 1.0
+    #: where the fit starts: median | map | laplace | pathfinder (null: the model's default)
+    init: str | None = None
+    #: the coordinates it moves in: none | diagonal | full (null: the model's default)
+    precondition: str | None = None
     device: str = "cpu"
     #: where compiled steps are cached on disk, shared by a sweep's jobs (None: torch's default)
     compile_cache_dir: str | None = None

@@ -12,12 +12,16 @@ from typing import Any
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
 from pyro_elbo_lab.engine import CompiledSVI, CountedModel
 from pyro_elbo_lab.errors import ConfigError, require
 from pyro_elbo_lab.fitters import Fitter
+from pyro_elbo_lab.fitters.start import INIT_METHODS, StartingGaussian, starting_gaussian
+from pyro_elbo_lab.guides.coordinates import PRECONDITIONING
+from pyro_elbo_lab.guides.start import start_guide
 from pyro_elbo_lab.lab.budget import BudgetSettings, Spending, checkpoint_fractions
 from pyro_elbo_lab.lab.components import Components
 from pyro_elbo_lab.lab.console import interactive
@@ -40,6 +44,12 @@ class FitPlan:
     checkpoints: int = 0
     #: the learning rates end at this fraction of their start, geometric in the budget spent
     final_lr_fraction: float = 1.0
+    #: the starting Gaussian (:data:`~pyro_elbo_lab.fitters.start.INIT_METHODS`) and the
+    #: coordinates the fit moves in (:data:`~pyro_elbo_lab.guides.coordinates.PRECONDITIONING`)
+    init: str = "median"
+    precondition: str = "none"
+    #: the start's scale where the method gives none (median, map)
+    init_scale: float = 0.1
 
     def __post_init__(self) -> None:
         fraction = self.final_lr_fraction
@@ -47,6 +57,19 @@ class FitPlan:
             isinstance(fraction, int | float) and 0 < fraction <= 1,
             f"final_lr_fraction must be in (0, 1], got {fraction!r}",
         )
+        require(
+            self.init in INIT_METHODS,
+            f"init must be one of {', '.join(INIT_METHODS)}, got {self.init!r}",
+        )
+        require(
+            self.precondition in PRECONDITIONING,
+            f"precondition must be one of {', '.join(PRECONDITIONING)}, got {self.precondition!r}",
+        )
+
+    @property
+    def starts_elsewhere(self) -> bool:
+        """Whether the fit starts from a computed Gaussian (else each guide's own start)."""
+        return self.init != "median" or self.precondition != "none"
 
 
 @dataclass
@@ -71,6 +94,8 @@ class FitResult:
     checkpoint_time_s: float = 0.0
     #: per checkpoint: ``step``, ``model_evals``, ``seconds`` and the anytime metric
     checkpoints: list[dict[str, float]] = field(default_factory=list)
+    #: how the fit started (:meth:`StartingGaussian.summary`, and its coordinates)
+    start: dict[str, Any] = field(default_factory=lambda: {"method": "median"})
 
     @property
     def steps_completed(self) -> int:
@@ -182,7 +207,19 @@ def fit(
     ``reports_loss=False``, such as tail-adaptive, record NaN instead) or non-finite
     parameters, checked every ``PARAMETER_CHECK_EVERY`` steps and at the end.
     """
+    starting = _start(components, plan)
     fitter = make_fitter(components)
+    if starting is not None:
+        if plan.precondition != "none" and not isinstance(fitter, SVIFitter):
+            raise ConfigError(
+                f"fitter={components.fitter_name} is affine invariant and has no gradient "
+                "steps to precondition; use precondition=none (init= still applies)"
+            )
+        if isinstance(fitter, SVIFitter):
+            start_guide(components.guide, starting, plan.precondition)
+        else:
+            fitter.start_from(starting)
+    start_cost = (starting.model_evals, starting.gradient_evals) if starting else (0, 0)
     decay = None
     if plan.final_lr_fraction < 1:
         if not isinstance(fitter, SVIFitter):
@@ -212,7 +249,7 @@ def fit(
             start = time.perf_counter()
             loss = fitter.step()
             spent.steps += 1
-            spent.model_evals = fitter.model_evals
+            spent.model_evals = fitter.model_evals + start_cost[0]
             finite = math.isfinite(loss) if reports_loss else True
             if finite and spent.steps % PARAMETER_CHECK_EVERY == 1:
                 finite = _parameters_finite()
@@ -239,7 +276,7 @@ def fit(
             if checkpoints and (fraction >= checkpoints[0] or result.stopped_by):
                 # one measurement for every checkpoint this step passed; the last at the stop
                 checkpoints = [] if result.stopped_by else [f for f in checkpoints if f > fraction]
-                _record_checkpoint(result, spent, fitter.gradient_evals, measure)
+                _record_checkpoint(result, spent, fitter.gradient_evals + start_cost[1], measure)
             if show:
                 bar.n = min(100, int(100 * fraction))
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
@@ -250,8 +287,21 @@ def fit(
         result.diverged, result.stopped_by = True, "diverged"
     result.wall_time_s = spent.seconds
     result.model_evals = spent.model_evals
-    result.gradient_evals = fitter.gradient_evals
+    result.gradient_evals = fitter.gradient_evals + start_cost[1]
+    if starting is not None:
+        result.start = {**starting.summary(), "precondition": plan.precondition}
     return result
+
+
+def _start(components: Components, plan: FitPlan) -> StartingGaussian | None:
+    """The run's starting Gaussian, with the guide's prototype set up to take it; None
+    where every guide keeps its own start (init=median, no preconditioning)."""
+    if not plan.starts_elsewhere:
+        return None
+    model = components.model
+    with poutine.block(), torch.no_grad():
+        components.guide(model.train_data)
+    return starting_gaussian(model, plan.init, init_scale=plan.init_scale)
 
 
 def _record_checkpoint(

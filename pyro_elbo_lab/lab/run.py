@@ -37,6 +37,7 @@ from pyro_elbo_lab.lab.resume import config_hash
 from pyro_elbo_lab.lab.trackers import Tracker, build_tracker
 from pyro_elbo_lab.lab.tuning import TuneSettings
 from pyro_elbo_lab.lab.vsbc import VSBCSettings, simulation_based_calibration
+from pyro_elbo_lab.registry import models
 
 
 def validate(config: DictConfig) -> None:
@@ -236,12 +237,16 @@ def _label(record: dict[str, Any]) -> str:
 def fit_plan(config: DictConfig) -> FitPlan:
     """The run's step cap, budget, stopping rule and checkpoint count, checked."""
     require_positive_int("steps", config.steps)
+    model = models.get(config.model.name)
     return FitPlan(
         steps=config.steps,
         budget=settings(config.budget, BudgetSettings),
         convergence=settings(config.convergence, ConvergenceSettings),
         checkpoints=settings(config.checkpoints, CheckpointSettings).count,
         final_lr_fraction=config.final_lr_fraction,
+        init=config.init or model.trait("default_init", "median"),
+        precondition=config.precondition or model.trait("default_precondition", "none"),
+        init_scale=config.guide.get("init_scale", 0.1),
     )
 
 
@@ -261,4 +266,5 @@ def _fit_summary(result: FitResult, config: DictConfig) -> dict[str, Any]:
         "final_loss": result.final_loss(),
         "loss_history": result.history(config.loss_history_points),
         "checkpoints": result.checkpoints,
+        "start": result.start,
     }
