@@ -21,6 +21,9 @@ class Fitter(abc.ABC):
     converged: str | None = None
     #: how many leading steps pay one-off set-up (guide prototype, tracing, compiling)
     setup_steps: int = 1
+    #: whether the fitter's path is deterministic, so that its own stopping rule (a
+    #: tolerance) certifies arrival; else the iterates' stationarity does
+    deterministic: ClassVar[bool] = False
 
     @abc.abstractmethod
     def step(self) -> float:

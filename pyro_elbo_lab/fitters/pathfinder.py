@@ -99,6 +99,7 @@ class Pathfinder(GaussianFitter):
     an L-BFGS path, by ELBO."""
 
     name = "pathfinder"
+    deterministic = True
 
     def __init__(
         self,

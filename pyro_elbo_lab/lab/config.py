@@ -13,6 +13,7 @@ from pyro_elbo_lab.evaluation import EvaluationSettings
 from pyro_elbo_lab.evaluation.checkpoints import CheckpointSettings
 from pyro_elbo_lab.lab.budget import BudgetSettings
 from pyro_elbo_lab.lab.convergence import ConvergenceSettings
+from pyro_elbo_lab.lab.robust_schedule import ScheduleSettings
 from pyro_elbo_lab.lab.tuning import TuneSettings
 from pyro_elbo_lab.lab.vsbc import VSBCSettings
 
@@ -47,6 +48,8 @@ class LabConfig:
     init: str | None = None
     #: the coordinates it moves in: none | diagonal | full (null: the model's default)
     precondition: str | None = None
+    #: the learning-rate schedule: the optimiser's own, or RAABBVI-style phases
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     device: str = "cpu"
     #: where compiled steps are cached on disk, shared by a sweep's jobs (None: torch's default)
     compile_cache_dir: str | None = None

@@ -16,7 +16,7 @@ import statistics
 from collections import deque
 from dataclasses import dataclass
 
-from pyro_elbo_lab.errors import require_positive_float, require_positive_int
+from pyro_elbo_lab.errors import require, require_positive_float, require_positive_int
 
 
 @dataclass
@@ -26,12 +26,19 @@ class ConvergenceSettings:
     tol_rel_obj: float | None = None
     check_every: int = 100
     history: int = 5
+    #: a fit certified stationary ends at its iterates' average over the last half
+    #: (Polyak–Ruppert), which sits at the optimum where the last iterate only circles it
+    average_iterates: bool = False
 
     def __post_init__(self) -> None:
         if self.tol_rel_obj is not None:
             require_positive_float("convergence.tol_rel_obj", self.tol_rel_obj)
         require_positive_int("convergence.check_every", self.check_every)
         require_positive_int("convergence.history", self.history, minimum=1)
+        require(
+            isinstance(self.average_iterates, bool),
+            f"convergence.average_iterates must be true or false, got {self.average_iterates!r}",
+        )
 
 
 class RelativeChangeRule:

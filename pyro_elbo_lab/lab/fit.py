@@ -19,6 +19,11 @@ from tqdm.auto import tqdm
 from pyro_elbo_lab.engine import CompiledSVI, CountedModel
 from pyro_elbo_lab.errors import ConfigError, require
 from pyro_elbo_lab.fitters import Fitter
+from pyro_elbo_lab.fitters.certificate import (
+    Certificate,
+    IterateCertificate,
+    deterministic_certificate,
+)
 from pyro_elbo_lab.fitters.start import INIT_METHODS, StartingGaussian, starting_gaussian
 from pyro_elbo_lab.guides.coordinates import PRECONDITIONING
 from pyro_elbo_lab.guides.start import start_guide
@@ -26,6 +31,7 @@ from pyro_elbo_lab.lab.budget import BudgetSettings, Spending, checkpoint_fracti
 from pyro_elbo_lab.lab.components import Components
 from pyro_elbo_lab.lab.console import interactive
 from pyro_elbo_lab.lab.convergence import ConvergenceSettings, RelativeChangeRule
+from pyro_elbo_lab.lab.robust_schedule import RobustSchedule, ScheduleSettings
 from pyro_elbo_lab.lab.step_size import BudgetDecay
 from pyro_elbo_lab.objectives.pyro_builtin import scalar_loss
 from pyro_elbo_lab.optim import FusedAdam
@@ -44,6 +50,8 @@ class FitPlan:
     checkpoints: int = 0
     #: the learning rates end at this fraction of their start, geometric in the budget spent
     final_lr_fraction: float = 1.0
+    #: the optimiser's own learning rate, or RAABBVI-style phases (:mod:`.robust_schedule`)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     #: the starting Gaussian (:data:`~pyro_elbo_lab.fitters.start.INIT_METHODS`) and the
     #: coordinates the fit moves in (:data:`~pyro_elbo_lab.guides.coordinates.PRECONDITIONING`)
     init: str = "median"
@@ -96,6 +104,10 @@ class FitResult:
     checkpoints: list[dict[str, float]] = field(default_factory=list)
     #: how the fit started (:meth:`StartingGaussian.summary`, and its coordinates)
     start: dict[str, Any] = field(default_factory=lambda: {"method": "median"})
+    #: did it arrive (:mod:`~pyro_elbo_lab.fitters.certificate`)
+    certificate: Certificate | None = None
+    #: whether the guide ends at its iterates' window average (convergence.average_iterates)
+    averaged: bool = False
 
     @property
     def steps_completed(self) -> int:
@@ -235,13 +247,16 @@ def fit(
             )
         decay = BudgetDecay(components.optim, plan.final_lr_fraction)
     reports_loss = fitter.reports_loss
+    schedule = _robust_schedule(components, fitter, plan)
     rule = (
         RelativeChangeRule(plan.convergence)
-        if plan.convergence.tol_rel_obj is not None and reports_loss
+        if plan.convergence.tol_rel_obj is not None and reports_loss and schedule is None
         else None
     )
     checkpoints = checkpoint_fractions(plan.checkpoints) if measure is not None else []
     result = FitResult(setup_steps=fitter.setup_steps)
+    watch = None if fitter.deterministic else IterateCertificate()
+    store = pyro.get_param_store()
     spent = Spending()
     show = progress_bar and interactive()
     with tqdm(total=100, disable=not show, desc=label, leave=False) as bar:
@@ -260,12 +275,16 @@ def fit(
             else:
                 result.setup_time_s += elapsed
             result.losses.append(loss)
+            if watch is not None:
+                watch.observe([p for _, p in store.named_parameters()], loss)
             if on_step is not None:
                 on_step(spent.steps - 1, loss)
             if not finite:
                 break
             if rule is not None:
                 result.convergence_message = rule.update(loss)
+            if schedule is not None and finite:
+                result.convergence_message = schedule.update(loss)
             result.convergence_message = result.convergence_message or fitter.converged
             result.stopped_by = spent.exhausted_limit(plan.budget, plan.steps) or (
                 "converged" if result.convergence_message else ""
@@ -290,7 +309,52 @@ def fit(
     result.gradient_evals = fitter.gradient_evals + start_cost[1]
     if starting is not None:
         result.start = {**starting.summary(), "precondition": plan.precondition}
+    if schedule is not None:
+        result.certificate = schedule.certificate()
+    elif watch is None:
+        result.certificate = deterministic_certificate(fitter.converged)
+    else:
+        result.certificate = watch.verdict()
+    if plan.convergence.average_iterates and result.certificate.converged and watch is not None:
+        result.averaged = _write_average(watch, store)
     return result
+
+
+def _write_average(watch: IterateCertificate, store: Any) -> bool:
+    """Set every parameter to its window average (in the optimiser's unconstrained
+    coordinates); False where the vector was too large to keep whole."""
+    average = watch.window_average()
+    if average is None:
+        return False
+    offset = 0
+    with torch.no_grad():
+        for _, parameter in store.named_parameters():
+            size = parameter.numel()
+            parameter.copy_(average[offset : offset + size].reshape(parameter.shape))
+            offset += size
+    return True
+
+
+def _robust_schedule(
+    components: Components, fitter: Fitter, plan: FitPlan
+) -> RobustSchedule | None:
+    """The RAABBVI phases for an SVI fit with ``schedule.kind=raabbvi`` (None otherwise)."""
+    if plan.schedule.kind != "raabbvi":
+        return None
+    if not isinstance(fitter, SVIFitter) or isinstance(fitter.svi, CompiledSVI):
+        raise ConfigError(
+            "schedule.kind=raabbvi changes an SVI optimiser's learning rate between phases; "
+            "use fitter=svi with an eager optimiser (optim=adam), or schedule.kind=constant"
+        )
+    if plan.final_lr_fraction < 1:
+        raise ConfigError(
+            "schedule.kind=raabbvi sets the learning rate itself; use final_lr_fraction=1"
+        )
+    guide = components.guide
+    with poutine.block(), torch.no_grad():
+        guide(components.model.train_data)
+    sites = [name for name, _ in guide.prototype_trace.iter_stochastic_nodes()]
+    return RobustSchedule(plan.schedule, components.optim, guide, sites)
 
 
 def _start(components: Components, plan: FitPlan) -> StartingGaussian | None:

@@ -103,8 +103,9 @@ class Comparison:
         mean = self._value(best)
         lines = [f"**Verdict.** Best mean {self.metric.title}: `{best.label()}` ({mean})."]
         lines += [
-            "- " + verdict(f"`{best.label()}`", f"`{row.label()}`", self.metric.title, pair,
-                           self.metric.lower_is_better, self.estimation_error(best, row))
+            "- " + (not_converged(best, row, self.metric.title, pair) or verdict(
+                f"`{best.label()}`", f"`{row.label()}`", self.metric.title, pair,
+                self.metric.lower_is_better, self.estimation_error(best, row)))
             for row, pair in zip(others, pairs, strict=True)
         ]  # fmt: skip
         return "\n".join(lines)
@@ -157,6 +158,8 @@ class Comparison:
         if difference is None:
             return "not compared"
         reference = reference_row(row, self.rows)
+        if row.converged is False or reference.converged is False:
+            return NOT_CONVERGED
         if within_estimation_error(difference, self.estimation_error(row, reference)):
             return "within the estimates' error"
         if not difference.detected:
@@ -187,6 +190,25 @@ class Comparison:
                             if difference else math.nan)  # fmt: skip
             table.append(line)
         return header, table
+
+
+#: the label of a comparison that involves a fit that did not arrive
+NOT_CONVERGED = "not converged: an optimisation result, not the objective's"
+
+
+def not_converged(
+    first: Row, second: Row, metric: str, comparison: PairedDifference | None
+) -> str | None:
+    """The verdict line of a pair where a row's fits did not arrive (their certificates
+    say so): the difference is the optimiser's, not the objectives'; None otherwise."""
+    stragglers = [f"`{row.label()}`" for row in (first, second) if row.converged is False]
+    if not stragglers or comparison is None:
+        return None
+    return (
+        f"`{first.label()}` vs `{second.label()}` on {metric}: {' and '.join(stragglers)} "
+        f"did not converge: {NOT_CONVERGED.split(': ', 1)[1]} (Δ {comparison.interval()}, "
+        f"{comparison.seeds} seeds)"
+    )
 
 
 def _stopped_by(row: Row) -> str:

@@ -50,6 +50,15 @@ class Row:
         statuses = [r["status"] for r in self.records]
         return "/".join(str(statuses.count(s)) for s in ("ok", "diverged", "failed"))
 
+    @property
+    def converged(self) -> bool | None:
+        """False if any finished run's certificate says it did not arrive, True if every
+        one says it did, None where records carry no certificate (or it was unsure)."""
+        verdicts = [(record.get("fit") or {}).get("converged") for record in self.ok()]
+        if False in verdicts:
+            return False
+        return True if verdicts and all(v is True for v in verdicts) else None
+
     def values(self, key: str, section: str) -> dict[Any, float]:
         """Metric ``key`` by seed over the runs that finished."""
         values = {}

@@ -34,6 +34,7 @@ from pyro_elbo_lab.lab.record import (
     write_record,
 )
 from pyro_elbo_lab.lab.resume import config_hash
+from pyro_elbo_lab.lab.robust_schedule import ScheduleSettings
 from pyro_elbo_lab.lab.trackers import Tracker, build_tracker
 from pyro_elbo_lab.lab.tuning import TuneSettings
 from pyro_elbo_lab.lab.vsbc import VSBCSettings, simulation_based_calibration
@@ -244,6 +245,7 @@ def fit_plan(config: DictConfig) -> FitPlan:
         convergence=settings(config.convergence, ConvergenceSettings),
         checkpoints=settings(config.checkpoints, CheckpointSettings).count,
         final_lr_fraction=config.final_lr_fraction,
+        schedule=settings(config.schedule, ScheduleSettings),
         init=config.init or model.trait("default_init", "median"),
         precondition=config.precondition or model.trait("default_precondition", "none"),
         init_scale=config.guide.get("init_scale", 0.1),
@@ -267,4 +269,7 @@ def _fit_summary(result: FitResult, config: DictConfig) -> dict[str, Any]:
         "loss_history": result.history(config.loss_history_points),
         "checkpoints": result.checkpoints,
         "start": result.start,
+        "converged": result.certificate.converged if result.certificate else None,
+        "certificate": result.certificate.summary() if result.certificate else None,
+        "averaged_iterates": result.averaged,
     }
