@@ -10,7 +10,9 @@ ArviZ is its image over :math:`u`:
 - a Gaussian :math:`\mathcal N(\mu_v, C_vC_v^\top)` becomes :math:`\mathcal N(m + L\mu_v,
   (LC_v)(LC_v)^\top)` (a Student-t likewise; a low-rank Gaussian under a diagonal
   :math:`L` stays low-rank);
-- any other family (flows, mixtures) is pushed through the affine map, whose Jacobian
+- a mixture's components are mapped one by one (diagonal :math:`L` only: its
+  components stay diagonal, as its reparameterised draws need);
+- any other family (flows) is pushed through the affine map, whose Jacobian
   :math:`|\det L|` is constant, so every bound and gradient is the same function of the
   guide's distribution over :math:`u` as before.
 
@@ -39,7 +41,6 @@ PRECONDITIONING = ("none", "diagonal", "full")
 FULL_AFFINE_FAMILIES = (
     "AutoMultivariateNormal",
     "AutoMultivariateStudentT",
-    "AutoGaussianMixture",
     "AutoFlow",
     "AutoIAF",
     "AutoLaplaceApproximation",
@@ -71,6 +72,9 @@ class AffineCoordinates:
                 l[:, None] * distribution.cov_factor,
                 l**2 * distribution.cov_diag,
             )
+        if self.diagonal and isinstance(distribution, dist.MixtureSameFamily):
+            components = self.image(distribution.component_distribution)
+            return type(distribution)(distribution.mixture_distribution, components)
         if isinstance(distribution, dist.MultivariateNormal):
             return dist.MultivariateNormal(
                 m + factor @ distribution.loc, scale_tril=factor @ distribution.scale_tril

@@ -1,0 +1,271 @@
+"""Fits that arrive: the starting Gaussian, whitened coordinates, the convergence
+certificate and the RAABBVI schedule, each against a truth."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoMultivariateNormal, init_to_value
+from torch.distributions import kl_divergence
+
+from pyro_elbo_lab.errors import ConfigError
+from pyro_elbo_lab.evaluation.exact_kl import guide_gaussian
+from pyro_elbo_lab.fitters.certificate import IterateCertificate, split_rhat
+from pyro_elbo_lab.fitters.start import StartingGaussian, starting_gaussian
+from pyro_elbo_lab.guides.coordinates import AffineCoordinates, precondition_guide
+from pyro_elbo_lab.guides.start import start_guide, write_gaussian
+from pyro_elbo_lab.lab import run
+from pyro_elbo_lab.lab.report import NOT_CONVERGED, Comparison
+from pyro_elbo_lab.registry import guides, models
+
+
+def test_the_laplace_start_of_a_gaussian_posterior_is_that_posterior():
+    model = models.build("normal_normal")
+    start = starting_gaussian(model, "laplace")
+    posterior = model.exact_posterior()["loc"].base_dist
+    torch.testing.assert_close(start.mean, posterior.loc.double(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        start.covariance, torch.diag(posterior.scale.double() ** 2), rtol=1e-3, atol=1e-7
+    )
+    assert start.gradient_evals > 0 and start.sites == (("loc", torch.Size([2])),)
+
+
+@pytest.mark.parametrize("method", ["map", "laplace", "pathfinder"])
+def test_every_start_finds_the_mode_of_a_correlated_regression(method):
+    """kidiq's β₁, β₂ correlate at −0.99: float32 L-BFGS alone stalls on that ridge
+    (measured: 26 units short of the intercept); the polished mode sits within 0.1
+    reference sd of NUTS's mean (the mode is not the mean: σ's posterior is skewed)."""
+    model = models.build("kidiq")
+    start = starting_gaussian(model, method)
+    reference = model.reference_posterior_draws()["beta"].double()
+    error = (start.mean[:2] - reference.mean(0)[:2]).abs() / reference.std(0)[:2]
+    assert float(error.max()) < 0.3
+
+
+GAUSSIAN_FAMILIES = ["normal", "diagonal_normal", "mvn", "lowrank_mvn", "student_t", "mixture"]
+
+
+@pytest.mark.parametrize("precondition", ["none", "diagonal", "full"])
+@pytest.mark.parametrize("family", GAUSSIAN_FAMILIES)
+def test_every_gaussian_family_takes_the_start_in_its_own_parameters(family, precondition):
+    """After the start, the guide's distribution over the latents has the start's mean
+    (exactly) and covariance (exactly for the Gaussian forms that can hold it; the
+    diagonal for mean-field ones; the Student-t's scale matrix is the covariance's
+    factor). Full whitening refuses the families it would take out of themselves."""
+    model = models.build("kidiq")
+    start = starting_gaussian(model, "laplace")
+    guide = guides.build(family, model)
+    guide(model.train_data)
+    if precondition == "full" and family in ("normal", "diagonal_normal", "lowrank_mvn", "mixture"):
+        with pytest.raises(ConfigError, match="precondition=full would"):
+            start_guide(guide, start, precondition)
+        return
+    start_guide(guide, start, precondition)
+    posterior = guide.get_posterior() if hasattr(guide, "get_posterior") else None
+    if family == "mixture":
+        mean = posterior.mean.double()
+    elif family == "student_t":
+        mean = posterior.loc.double()
+        torch.testing.assert_close(
+            posterior.scale_tril.double(), start.scale_tril, rtol=1e-4, atol=1e-6
+        )
+    else:
+        gaussian = guide_gaussian(guide, [name for name, _ in start.sites])
+        mean, covariance = gaussian.loc, gaussian.covariance_matrix
+        expected = start.covariance
+        if family in ("normal", "diagonal_normal"):
+            expected = torch.diag(expected.diagonal())
+        torch.testing.assert_close(covariance, expected, rtol=2e-3, atol=1e-7)
+    torch.testing.assert_close(mean, start.mean, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["flow", "iaf"])
+def test_flows_take_the_start_as_an_affine_map_in_front(family):
+    model = models.build("kidiq")
+    start = starting_gaussian(model, "laplace")
+    guide = guides.build(family, model)
+    guide(model.train_data)
+    start_guide(guide, start)
+    transform = guide.get_posterior().transforms[-1]
+    torch.testing.assert_close(transform.loc.double(), start.mean)
+    torch.testing.assert_close(
+        transform.scale_tril.double(), start.scale_tril, rtol=1e-5, atol=1e-7
+    )
+
+
+def test_guides_without_one_gaussian_refuse_a_start_in_one_line(compose_config):
+    config = compose_config("model=factor_analysis", "guide=amortized", "init=laplace")
+    with pytest.raises(ConfigError, match="has no parameters for") as error:
+        run(config)
+    assert "\n" not in str(error.value) and "init=median" in str(error.value)
+
+
+def test_laplace_refuses_more_latents_than_it_forms_a_hessian_for():
+    with pytest.raises(ConfigError, match=r"above 300 latents; use init=map or init=pathfinder"):
+        starting_gaussian(models.build("normal_normal", dim=301), "laplace")
+
+
+def test_the_start_is_paid_from_the_budget_and_recorded(compose_config):
+    config = compose_config(
+        "model=kidiq", "guide=mvn", "init=laplace", "protocol=fair", "tune=false",
+        "budget.model_evals=300", "steps=1000", "checkpoints.count=0",
+    )  # fmt: skip
+    record = run(config)
+    assert record["status"] == "ok", record["message"]
+    fit = record["fit"]
+    start = fit["start"]
+    assert start["method"] == "laplace" and start["precondition"] == "none"
+    assert start["model_evals"] > 0 and fit["model_evals"] == 300  # steps + start
+    assert fit["steps_completed"] == 300 - start["model_evals"]
+    assert fit["gradient_evals"] >= start["gradient_evals"] + fit["steps_completed"]
+
+
+def _ill_conditioned_target(dim: int = 10, condition: float = 1e6):
+    """N(μ, Σ), Σ = Q diag(λ) Qᵀ with λ log-spaced over ``condition`` and Q a random
+    rotation: no coordinate system but the whitened one is well conditioned."""
+    generator = torch.Generator().manual_seed(1)
+    rotation, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64))
+    eigenvalues = torch.logspace(0, -math.log10(condition), dim, dtype=torch.float64)
+    covariance = rotation @ torch.diag(eigenvalues) @ rotation.T
+    mean = torch.randn(dim, generator=generator, dtype=torch.float64)
+    target = dist.MultivariateNormal(mean.float(), covariance.float())
+
+    def model():
+        pyro.sample("z", target)
+
+    return model, mean, covariance
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("whitened", [True, False])
+def test_whitening_makes_an_ill_conditioned_gaussian_reachable(whitened):
+    """A 10-d Gaussian target with condition number 10⁶, a full-covariance guide, Pyro's
+    Trace_ELBO (8 particles) and Adam with its step decaying from 0.05 to 0.0005, 2,000
+    steps from the same start (one sd off in every direction, half the sd): in
+    coordinates whitened by the target's Laplace Gaussian the fit reaches KL < 0.01
+    (measured 0.0067); in the model's own it does not (measured 2.3)."""
+    pyro.set_rng_seed(0)
+    model, mean, covariance = _ill_conditioned_target()
+    factor = torch.linalg.cholesky(covariance)
+    guide = AutoMultivariateNormal(model, init_loc_fn=init_to_value(values={"z": torch.zeros(10)}))
+    guide()
+    sites = [("z", torch.Size([10]))]
+    start_mean, start_tril = mean + factor @ torch.ones(10, dtype=torch.float64), 0.5 * factor
+    if whitened:
+        coordinates = AffineCoordinates(mean.float(), factor.float(), diagonal=False)
+        precondition_guide(guide, coordinates, sites)
+        write_gaussian(guide, torch.ones(10, dtype=torch.float64), 0.5 * torch.eye(10), sites)
+    else:
+        write_gaussian(guide, start_mean, start_tril, sites)
+    target = dist.MultivariateNormal(mean, covariance)
+    initial = float(kl_divergence(guide_gaussian(guide, ["z"]), target))
+    optim = pyro.optim.ClippedAdam({"lr": 0.05, "lrd": 0.01 ** (1 / 2000)})
+    svi = SVI(model, guide, optim, Trace_ELBO(num_particles=8, vectorize_particles=True))
+    for _ in range(2000):
+        svi.step()
+    final = float(kl_divergence(guide_gaussian(guide, ["z"]), target))
+    assert initial > 1
+    assert (final < 0.01) == whitened, final
+
+
+def test_split_rhat_is_one_for_stationary_noise_and_large_for_a_drift():
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(400, 3, generator=generator, dtype=torch.float64)
+    assert float(split_rhat(noise[:200], noise[200:]).max()) < 1.05
+    drift = noise + torch.linspace(0, 5, 400, dtype=torch.float64)[:, None]
+    assert float(split_rhat(drift[:200], drift[200:]).min()) > 1.5
+
+
+@pytest.mark.slow
+def test_the_certificate_flags_a_fit_stopped_early_and_passes_an_arrived_one(compose_config):
+    """normal_normal's optimum is the exact posterior. STL at lr 0.05 reaches it (its
+    gradient noise vanishes there) well within 3,000 steps; STL at lr 0.005 needs about
+    3,000 steps, and stopped at 5% of them (150) it is still moving, and says so."""
+    arrived = run(compose_config("model=normal_normal", "objective=stl", "steps=3000",
+                                 "optim.optim_args.lr=0.05"))  # fmt: skip
+    early = run(compose_config("model=normal_normal", "objective=stl", "steps=150",
+                               "optim.optim_args.lr=0.005"))  # fmt: skip
+    assert arrived["fit"]["converged"] is True and arrived["metrics"]["kl_to_posterior"] < 1e-3
+    assert early["fit"]["converged"] is False and early["metrics"]["kl_to_posterior"] > 0.05
+    assert "R-hat" in early["fit"]["certificate"]["message"]
+
+
+@pytest.mark.slow
+def test_averaging_a_certified_fit_removes_its_noise_floor(compose_config):
+    """Trace_ELBO at a fixed step (0.05) circles the optimum: its last iterate keeps a
+    KL of ~0.1 (measured 0.129, 0.083, 0.106 on three seeds), the average over the last
+    half sits at the optimum (measured 0.0008, 0.0010, 0.0004)."""
+    overrides = ("model=normal_normal", "steps=3000", "optim.optim_args.lr=0.05")
+    last = run(compose_config(*overrides))
+    averaged = run(compose_config(*overrides, "convergence.average_iterates=true"))
+    assert last["fit"]["converged"] and averaged["fit"]["averaged_iterates"]
+    assert averaged["metrics"]["kl_to_posterior"] < 0.1 * last["metrics"]["kl_to_posterior"]
+
+
+def test_an_unknown_certificate_for_a_run_too_short_to_judge():
+    watch = IterateCertificate()
+    for step in range(10):
+        watch.observe([torch.tensor([float(step)])], float(step))
+    assert watch.verdict().converged is None
+
+
+@pytest.mark.slow
+def test_the_raabbvi_schedule_terminates_at_the_optimum(compose_config):
+    record = run(compose_config("model=normal_normal", "steps=30000", "schedule.kind=raabbvi",
+                                "optim.optim_args.lr=0.05"))  # fmt: skip
+    assert record["status"] == "ok", record["message"]
+    fit = record["fit"]
+    assert fit["stopped_by"] == "converged" and fit["converged"] is True
+    assert fit["steps_completed"] < 30000 and "symmetrised KL" in fit["convergence"]
+    assert record["metrics"]["kl_to_posterior"] < 0.01
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["schedule.kind=raabbvi", "final_lr_fraction=0.1"], "use final_lr_fraction=1"),
+        (["schedule.kind=cosine"], "schedule.kind must be one of constant, raabbvi"),
+        (["init=mode"], "init must be one of median, map, laplace, pathfinder"),
+        (["precondition=yes"], "precondition must be one of none, diagonal, full"),
+        (["fitter=gsm", "precondition=full"], "affine invariant"),
+    ],
+)
+def test_bad_start_and_schedule_settings_fail_in_one_line(overrides, message, compose_config):
+    with pytest.raises(ConfigError, match=message) as error:
+        run(compose_config("model=kidiq", *overrides))
+    assert "\n" not in str(error.value)
+
+
+def _record(objective: str, seed: int, kl: float, converged: bool) -> dict:
+    return {
+        "status": "ok", "seed": seed, "config_hash": f"{objective}{seed}",
+        "components": {"objective": objective, "guide": "normal", "model": "normal_normal"},
+        "config": {"objective": {"name": objective}, "guide": {"name": "normal"},
+                   "model": {"name": "normal_normal"}, "seed": seed},
+        "metrics": {"kl_to_posterior": kl}, "fit": {"converged": converged, "model_evals": 10},
+    }  # fmt: skip
+
+
+def test_a_verdict_against_an_unconverged_row_is_the_optimisers():
+    records = [_record("trace", s, 0.5 + 0.01 * s, False) for s in range(8)]
+    records += [_record("stl", s, 0.001 * s, True) for s in range(8)]
+    comparison = Comparison.of(records, "kl_to_posterior")
+    line = comparison.verdict_line()
+    assert "did not converge: an optimisation result, not the objective's" in line
+    assert "beats" not in line
+    assert NOT_CONVERGED in comparison.headline()
+
+
+def test_a_starting_gaussian_reports_what_it_cost():
+    start = StartingGaussian(torch.zeros(2), torch.eye(2), "laplace", (), 3, 9, "a note")
+    assert start.summary() == {
+        "method": "laplace",
+        "model_evals": 3,
+        "gradient_evals": 9,
+        "note": "a note",
+    }
