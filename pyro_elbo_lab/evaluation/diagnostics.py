@@ -50,7 +50,12 @@ def psis_khat(
                 guide,
                 *args,
                 num_particles=num_particles,
-                max_simultaneous_particles=min(num_particles, particle_batch),
+                # Pyro draws in equal batches: the largest divisor within the batch
+                max_simultaneous_particles=max(
+                    size
+                    for size in range(1, min(num_particles, particle_batch) + 1)
+                    if num_particles % size == 0
+                ),
                 max_plate_nesting=max_plate_nesting,
             )
         )

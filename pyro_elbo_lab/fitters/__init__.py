@@ -8,17 +8,22 @@ Gaussian over the unconstrained latents by their own updates and write it into a
 ==============  =============================================================
 ``gsm``         Gaussian score matching (Modi et al. 2023)
 ``bam``         batch and match (Cai et al. 2024)
-``pathfinder``  single-path Pathfinder (Zhang et al. 2022)
+``pathfinder``  Pathfinder (Zhang et al. 2022), single- or multi-path
+``dadvi``       deterministic ADVI (Giordano et al. 2024), any reparameterised guide
+``saa``         SAA for VI (Burroni et al. 2024), Gaussian guides
 ==============  =============================================================
 """
 
 from pyro_elbo_lab.fitters.bam import BatchAndMatch, bam_update
 from pyro_elbo_lab.fitters.base import Fitter
+from pyro_elbo_lab.fitters.dadvi import DADVI, SAA
 from pyro_elbo_lab.fitters.gaussian import Gaussian, GaussianFitter
 from pyro_elbo_lab.fitters.gsm import GaussianScoreMatching, gsm_update
 from pyro_elbo_lab.fitters.pathfinder import Pathfinder
 
 __all__ = [
+    "DADVI",
+    "SAA",
     "BatchAndMatch",
     "Fitter",
     "Gaussian",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class Fitter(abc.ABC):
@@ -38,3 +38,7 @@ class Fitter(abc.ABC):
     def gradient_evals(self) -> int:
         """Log-density gradient evaluations so far (one per point)."""
         return self.model_evals
+
+    def details(self) -> dict[str, Any]:
+        """What the run record says about this fitter's own solve (none by default)."""
+        return {}

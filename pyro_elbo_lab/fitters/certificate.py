@@ -136,8 +136,10 @@ class IterateCertificate:
         return Certificate(converged, statistic, rule, message)
 
 
-def deterministic_certificate(stopped_by_rule: str | None) -> Certificate:
-    """A deterministic fitter's own rule (a tolerance on its gradient or objective)."""
-    if stopped_by_rule:
+def deterministic_certificate(stopped_by_rule: str | None, arrived: bool = True) -> Certificate:
+    """A deterministic fitter's own rule (a tolerance on its gradient or objective);
+    ``arrived`` False where it stopped without meeting it (a collapsed trust region)."""
+    if stopped_by_rule and arrived:
         return Certificate(True, 0.0, "the fitter's own tolerance", stopped_by_rule)
-    return Certificate(False, math.nan, "the fitter's own tolerance", "stopped before it")
+    message = stopped_by_rule or "stopped before it"
+    return Certificate(False, math.nan, "the fitter's own tolerance", message)

@@ -153,10 +153,10 @@ def _check_fitter(components: Components) -> None:
         raise ConfigError(
             f"unknown fitter '{name}'; choose svi or one of {', '.join(fitters.names())}"
         )
-    check_parameters(
-        f"fitter '{name}'", fitters.get(name).factory, components.fitter_params, num_positional=2
-    )
-    require_gaussian_guide(components.guide, name)
+    entry = fitters.get(name)
+    check_parameters(f"fitter '{name}'", entry.factory, components.fitter_params, num_positional=2)
+    if not entry.trait("any_reparameterised_guide", False):
+        require_gaussian_guide(components.guide, name)
     names = model_parameter_names(components.model, components.model.train_data)
     if names:
         raise ConfigError(

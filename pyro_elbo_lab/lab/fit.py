@@ -108,6 +108,8 @@ class FitResult:
     certificate: Certificate | None = None
     #: whether the guide ends at its iterates' window average (convergence.average_iterates)
     averaged: bool = False
+    #: what the fitter says of its own solve (draws, iterations, linear response, paths)
+    fitter_details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def steps_completed(self) -> int:
@@ -220,17 +222,21 @@ def fit(
     parameters, checked every ``PARAMETER_CHECK_EVERY`` steps and at the end.
     """
     starting = _start(components, plan)
+    # Gaussian fitters (gsm, bam, pathfinder) keep their own state and take the start
+    # as q0; the others fit the guide's parameters, which take it before they begin
+    own_state = components.fitter_name != "svi" and not fitters.get(components.fitter_name).trait(
+        "any_reparameterised_guide", False
+    )
+    if starting is not None and not own_state:
+        start_guide(components.guide, starting, plan.precondition)
     fitter = make_fitter(components)
-    if starting is not None:
-        if plan.precondition != "none" and not isinstance(fitter, SVIFitter):
+    if starting is not None and own_state:
+        if plan.precondition != "none":
             raise ConfigError(
                 f"fitter={components.fitter_name} is affine invariant and has no gradient "
                 "steps to precondition; use precondition=none (init= still applies)"
             )
-        if isinstance(fitter, SVIFitter):
-            start_guide(components.guide, starting, plan.precondition)
-        else:
-            fitter.start_from(starting)
+        fitter.start_from(starting)
     start_cost = (starting.model_evals, starting.gradient_evals) if starting else (0, 0)
     decay = None
     if plan.final_lr_fraction < 1:
@@ -309,10 +315,13 @@ def fit(
     result.gradient_evals = fitter.gradient_evals + start_cost[1]
     if starting is not None:
         result.start = {**starting.summary(), "precondition": plan.precondition}
+    result.fitter_details = fitter.details()
     if schedule is not None:
         result.certificate = schedule.certificate()
     elif watch is None:
-        result.certificate = deterministic_certificate(fitter.converged)
+        result.certificate = deterministic_certificate(
+            fitter.converged, getattr(fitter, "arrived", True)
+        )
     else:
         result.certificate = watch.verdict()
     if plan.convergence.average_iterates and result.certificate.converged and watch is not None:

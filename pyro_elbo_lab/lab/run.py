@@ -272,4 +272,5 @@ def _fit_summary(result: FitResult, config: DictConfig) -> dict[str, Any]:
         "converged": result.certificate.converged if result.certificate else None,
         "certificate": result.certificate.summary() if result.certificate else None,
         "averaged_iterates": result.averaged,
+        "fitter": result.fitter_details,
     }
