@@ -14,9 +14,10 @@ minimised here by trust-region Newton–CG on exact Hessian-vector products
 (:mod:`~pyro_elbo_lab.fitters.newton`) until a step predicts less than ``tolerance``
 nats of decrease; for a guide whose draws have no second derivative (the Student-t's
 Gamma draw) by L-BFGS with a strong-Wolfe line search, until a step achieves less.
-For the Gaussian families (normal, diagonal_normal, mvn, lowrank_mvn) :math:`T_\phi(\varepsilon) = \mu + L\varepsilon`
-and the entropy is exact; their draws are standardised (centred, sample covariance
-exactly I: M must exceed the noise dimension), so on a Gaussian target the fixed-draw
+For the Gaussian families (normal, diagonal_normal, mvn, lowrank_mvn)
+:math:`T_\phi(\varepsilon) = \mu + L\varepsilon` and the entropy is exact; their draws
+are standardised (centred, sample covariance exactly I: M must exceed the noise
+dimension), so on a Gaussian target the fixed-draw
 objective's optimum is the exact one, which iid draws only reach as M → ∞ (a variance
 reduction beyond the paper's iid draws). Any other reparameterised guide (student_t,
 flows, mixtures) is weighed by the engine with its random stream reset to the same seed
