@@ -20,8 +20,14 @@ semi-definite) :math:`\Sigma_{t+1} = 2V^{1/2}(I + (I + 4M)^{1/2})^{-1}V^{1/2}`, 
 symmetric eigendecomposition gives and which is positive definite by construction.
 On a Gaussian target with :math:`B \ge D+1` and :math:`\lambda \to \infty` one step
 lands on the target. Learning rate: ``schedule=decaying`` gives
-:math:`\lambda_t = \lambda_0 BD/(t+1)`, the schedule the paper uses on non-Gaussian
-targets; ``constant`` keeps :math:`\lambda_t = \lambda_0`.
+:math:`\lambda_t = \lambda_0 BD/(t+1)` with :math:`\lambda_0 = 1` by default (the
+schedule the lab's earlier notes attribute to the paper's experiments on non-Gaussian
+targets; the paper's own text could not be retrieved here to confirm the constant: the
+authors' reference code, github.com/modichirag/GSM-VI ``examples/example_bam.py``, uses
+:math:`\lambda_i = 100/(1+i)` for D = 5, B = 2, i.e. :math:`\lambda_0 = 10` in this
+form); ``constant`` keeps :math:`\lambda_t = \lambda_0`. The run starts from
+Pathfinder's Gaussian by default (``init``), as the authors' code starts from an L-BFGS
+mode and inverse Hessian.
 
 Reference: D. Cai, C. Modi, L. Pillaud-Vivien, C. Margossian, R. Gower, D. Blei, L. Saul,
 "Batch and match: black-box variational inference with a score-based divergence",
@@ -67,7 +73,8 @@ def bam_update(
     return Gaussian(mean, covariance)
 
 
-@fitters.register("bam")
+# the authors start from an L-BFGS/Pathfinder Gaussian (their ``initializers``), not the prior
+@fitters.register("bam", default_init="pathfinder")
 class BatchAndMatch(BatchScoreFitter):
     """BaM (Cai et al. 2024): proximal score-based updates of a full Gaussian."""
 

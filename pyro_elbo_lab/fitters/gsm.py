@@ -49,7 +49,8 @@ def gsm_update(state: Gaussian, points: torch.Tensor, scores: torch.Tensor) -> G
     return Gaussian(mean + mean_steps.mean(0), covariance + covariance_steps / count)
 
 
-@fitters.register("gsm")
+# the authors start from an L-BFGS/Pathfinder Gaussian (their ``initializers``), not the prior
+@fitters.register("gsm", default_init="pathfinder")
 class GaussianScoreMatching(BatchScoreFitter):
     """GSM-VI (Modi et al. 2023): closed-form score-matching updates of a full Gaussian."""
 

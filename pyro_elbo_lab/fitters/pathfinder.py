@@ -25,6 +25,15 @@ J position and gradient differences :math:`(s_j, y_j)` and :math:`\mu_l = u_l - 
   second time after restarting from steepest descent (a wild start's huge gradients can
   scale the history so that steps stall), or when the line search fails.
 
+With ``paths`` = J > 1 (multi-path Pathfinder, the paper's section 3), J paths run one
+after another from dispersed starts (uniform on :math:`(-r, r)^D`); each contributes its
+best Gaussian, ``num_draws`` draws of every one are weighed against the target over the
+paths' equal mixture (the paper weighs each draw by its own path's density; the mixture
+is the balance heuristic, which no single path's missing mode can blow up), the weights
+are Pareto-smoothed (:mod:`~pyro_elbo_lab.fitters.psis`, k̂ recorded) and ``num_draws``
+draws resampled. The guide gets their mean and covariance; the draws themselves are
+:attr:`Pathfinder.resampled`, bimodal where the target is.
+
 The lab drives it one iteration at a time; after each, the guide holds the best Gaussian
 so far. Cost: :attr:`gradient_evals` counts the optimisation's gradients,
 :attr:`model_evals` adds the K log densities per iterate.
@@ -35,6 +44,7 @@ quasi-Newton variational inference", JMLR 23(306), 2022.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import torch
@@ -42,6 +52,7 @@ from pyro.infer.autoguide import AutoMultivariateNormal
 
 from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.fitters.gaussian import Gaussian, GaussianFitter
+from pyro_elbo_lab.fitters.psis import pareto_smoothed_log_weights
 from pyro_elbo_lab.fitters.start import StartingGaussian
 from pyro_elbo_lab.models.base import LatentVariableModel
 from pyro_elbo_lab.registry import fitters
@@ -92,7 +103,7 @@ def lbfgs_direction(
 
 @fitters.register(
     "pathfinder",
-    description="Single-path Pathfinder (Zhang et al. 2022): the best L-BFGS quasi-Newton Gaussian",
+    description="Pathfinder (Zhang et al. 2022): best L-BFGS Gaussians of 1 or more paths, PSIS",
 )
 class Pathfinder(GaussianFitter):
     """Single-path Pathfinder (Zhang et al. 2022): the best quasi-Newton Gaussian along
@@ -110,6 +121,8 @@ class Pathfinder(GaussianFitter):
         elbo_draws: int = 5,
         init_radius: float | None = 2.0,
         tolerance: float = 1e-7,
+        paths: int = 1,
+        num_draws: int = 1000,
     ) -> None:
         for option, value in (("history_size", history_size), ("elbo_draws", elbo_draws)):
             if not (isinstance(value, int) and value >= 1):
@@ -119,8 +132,16 @@ class Pathfinder(GaussianFitter):
                 f"fitter.init_radius must be > 0 and fitter.tolerance >= 0, got "
                 f"{init_radius!r} and {tolerance!r}"
             )
+        for option, value in (("paths", paths), ("num_draws", num_draws)):
+            if not (isinstance(value, int) and value >= 1):
+                raise ConfigError(f"fitter.{option} must be an integer >= 1, got {value!r}")
         super().__init__(model, guide, init_scale=1.0)
         self.elbo_draws, self.tolerance = elbo_draws, tolerance
+        self.paths, self.num_draws, self.init_radius = paths, num_draws, init_radius or 2.0
+        #: each finished path's best Gaussian and its ELBO estimate
+        self.finished: list[tuple[Gaussian, float]] = []
+        self.resampled: torch.Tensor | None = None
+        self.khat = math.nan
         self.history: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=history_size)
         if init_radius is None:  # the guide's own start (its loc: the prior median)
             start = self.state.mean.clone()
@@ -134,6 +155,7 @@ class Pathfinder(GaussianFitter):
         self._begin_path(self.state.mean.clone())
 
     def _begin_path(self, start: torch.Tensor) -> None:
+        self.converged = None
         self.history.clear()
         self.position, self.value, self.gradient = self._evaluate(start)
         self.alpha = torch.ones_like(start)
@@ -164,6 +186,48 @@ class Pathfinder(GaussianFitter):
             self.accept(proposal)
 
     def step(self) -> float:
+        value = self._path_step()
+        if self.converged and self.paths > 1 and self.resampled is None:
+            self.finished.append((self.state, self.best_elbo))
+            if len(self.finished) < self.paths:  # the next path, from a dispersed start
+                self._begin_path((torch.rand_like(self.state.mean) * 2 - 1) * self.init_radius)
+            else:
+                self._resample()
+        return value
+
+    def _resample(self) -> None:
+        """Multi-path Pathfinder: ``num_draws`` draws of every path's Gaussian, weighed by
+        the target over the paths' equal mixture (the balance heuristic: a draw is as
+        likely from any path), Pareto-smoothed, resampled; their moments go into the
+        guide."""
+        gaussians = [gaussian for gaussian, _ in self.finished]
+        draws = torch.cat([gaussian.sample(self.num_draws) for gaussian in gaussians])
+        log_q = torch.stack([gaussian.log_prob(draws) for gaussian in gaussians])
+        log_mixture = log_q.logsumexp(0) - math.log(len(gaussians))
+        log_target = self.density.log_density(draws.float()).double()
+        log_weights = torch.where(log_target.isfinite(), log_target - log_mixture, -math.inf)
+        smoothed, self.khat = pareto_smoothed_log_weights(log_weights)
+        chosen = torch.multinomial(smoothed.softmax(0), self.num_draws, replacement=True)
+        self.resampled = draws[chosen]
+        centred = self.resampled - self.resampled.mean(0)
+        covariance = centred.T @ centred / (self.num_draws - 1)
+        self.accept(Gaussian(self.resampled.mean(0), covariance))
+        self.converged = (
+            f"{self.paths} paths, {self.num_draws} draws resampled with PSIS "
+            f"(k-hat {self.khat:.2f})"
+        )
+
+    def details(self) -> dict[str, object]:
+        if self.paths == 1:
+            return {}
+        return {
+            "paths": self.paths,
+            "path_elbos": [elbo for _, elbo in self.finished],
+            "psis_khat": self.khat,
+            "resampled_draws": self.num_draws,
+        }
+
+    def _path_step(self) -> float:
         if self.converged:
             return self.value
         direction = lbfgs_direction(self.gradient, list(self.history))

@@ -38,7 +38,7 @@ from pyro_elbo_lab.lab.robust_schedule import ScheduleSettings
 from pyro_elbo_lab.lab.trackers import Tracker, build_tracker
 from pyro_elbo_lab.lab.tuning import TuneSettings
 from pyro_elbo_lab.lab.vsbc import VSBCSettings, simulation_based_calibration
-from pyro_elbo_lab.registry import models
+from pyro_elbo_lab.registry import fitters, models
 
 
 def validate(config: DictConfig) -> None:
@@ -239,6 +239,9 @@ def fit_plan(config: DictConfig) -> FitPlan:
     """The run's step cap, budget, stopping rule and checkpoint count, checked."""
     require_positive_int("steps", config.steps)
     model = models.get(config.model.name)
+    fitter_name = (config.get("fitter") or {}).get("name", "svi")
+    fitter = fitters.get(fitter_name) if fitter_name in fitters else None
+    default_init = fitter.trait("default_init", None) if fitter is not None else None
     return FitPlan(
         steps=config.steps,
         budget=settings(config.budget, BudgetSettings),
@@ -246,7 +249,7 @@ def fit_plan(config: DictConfig) -> FitPlan:
         checkpoints=settings(config.checkpoints, CheckpointSettings).count,
         final_lr_fraction=config.final_lr_fraction,
         schedule=settings(config.schedule, ScheduleSettings),
-        init=config.init or model.trait("default_init", "median"),
+        init=config.init or default_init or model.trait("default_init", "median"),
         precondition=config.precondition or model.trait("default_precondition", "none"),
         init_scale=config.guide.get("init_scale", 0.1),
     )
