@@ -11,6 +11,7 @@ import torch
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 
 from pyro_elbo_lab.models import NormalNormal
+from pyro_elbo_lab.models.base import LatentVariableModel
 
 
 def assert_normal_moments(draws: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> None:
@@ -106,3 +107,25 @@ class LocalLatentModel:
 
     def exact_log_evidence(self) -> float:
         return float(dist.Normal(0.0, 2**0.5).log_prob(self.data).sum())
+
+
+class GaussianTarget(LatentVariableModel):
+    """A posterior given directly: z ~ ``prior`` (no likelihood), one dummy data row."""
+
+    def __init__(self, prior: dist.Distribution) -> None:
+        self.prior = prior
+        super().__init__(num_train=1, num_heldout=0, seed=0)
+
+    def simulate(self, num_data, generator):
+        return torch.zeros(num_data, 1)
+
+    def model(self, data):
+        pyro.sample("z", self.prior)
+
+
+def correlated_gaussian(dim: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """A mean and a covariance with strong correlations (seeded)."""
+    generator = torch.Generator().manual_seed(3)
+    factor = torch.randn(dim, dim, generator=generator)
+    covariance = factor @ factor.T + 0.5 * torch.eye(dim)
+    return 3 * torch.randn(dim, generator=generator), covariance

@@ -16,29 +16,9 @@ from pyro_elbo_lab.fitters import Gaussian, bam_update, gsm_update
 from pyro_elbo_lab.lab import run
 from pyro_elbo_lab.models.base import LatentVariableModel
 from pyro_elbo_lab.registry import fitters
+from tests.helpers import GaussianTarget, correlated_gaussian
 
 GAUSSIAN_FITTERS = ["gsm", "bam", "pathfinder"]
-
-
-class _Target(LatentVariableModel):
-    """A posterior given directly: z ~ ``prior`` (no likelihood), one dummy data row."""
-
-    def __init__(self, prior: dist.Distribution) -> None:
-        self.prior = prior
-        super().__init__(num_train=1, num_heldout=0, seed=0)
-
-    def simulate(self, num_data, generator):
-        return torch.zeros(num_data, 1)
-
-    def model(self, data):
-        pyro.sample("z", self.prior)
-
-
-def _correlated_gaussian(dim: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(3)
-    factor = torch.randn(dim, dim, generator=generator)
-    covariance = factor @ factor.T + 0.5 * torch.eye(dim)
-    return 3 * torch.randn(dim, generator=generator), covariance
 
 
 def _fit(name: str, target: LatentVariableModel, iterations: int, **options):
@@ -65,8 +45,10 @@ def _fit(name: str, target: LatentVariableModel, iterations: int, **options):
 def test_score_based_fitters_reach_a_gaussian_target_exactly(name, options, iterations):
     """Both fixed points are the target itself: mean and covariance to float32 precision
     (the scores are float32), in the guide that every evaluation reads."""
-    mean, covariance = _correlated_gaussian()
-    fitter, posterior = _fit(name, _Target(dist.MultivariateNormal(mean, covariance)), iterations)
+    mean, covariance = correlated_gaussian()
+    fitter, posterior = _fit(
+        name, GaussianTarget(dist.MultivariateNormal(mean, covariance)), iterations
+    )
     torch.testing.assert_close(posterior.loc, mean, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(posterior.covariance_matrix, covariance, atol=1e-3, rtol=1e-4)
     assert fitter.gradient_evals == fitter.model_evals == fitter.batch_size * fitter.iteration
@@ -75,9 +57,9 @@ def test_score_based_fitters_reach_a_gaussian_target_exactly(name, options, iter
 def test_pathfinder_finds_the_mode_and_a_close_covariance_of_a_gaussian_target():
     """Pathfinder's Gaussian sits at the L-BFGS path's best point: the mean is the mode,
     the covariance an inverse-Hessian estimate (exact only with an exact line search)."""
-    mean, covariance = _correlated_gaussian()
+    mean, covariance = correlated_gaussian()
     target = dist.MultivariateNormal(mean, covariance)
-    fitter, posterior = _fit("pathfinder", _Target(target), 200)
+    fitter, posterior = _fit("pathfinder", GaussianTarget(target), 200)
     assert fitter.converged
     whitened = torch.linalg.solve_triangular(
         target.scale_tril, (posterior.loc - mean)[:, None], upper=False
@@ -97,7 +79,7 @@ def test_fitters_on_a_non_gaussian_target(name):
     target's, well inside the spread between the t's scale (1) and sd (1.29)."""
     scale = torch.tensor([0.5, 1.0, 3.0])
     target = dist.StudentT(5.0, torch.zeros(3), scale).to_event(1)
-    _, posterior = _fit(name, _Target(target), {"gsm": 1500, "bam": 300}.get(name, 500))
+    _, posterior = _fit(name, GaussianTarget(target), {"gsm": 1500, "bam": 300}.get(name, 500))
     assert bool(((posterior.loc / scale).abs() < 0.15).all()), posterior.loc
     ratio = posterior.covariance_matrix.diagonal().sqrt() / scale
     assert bool(((ratio > 1 / 1.6) & (ratio < 1.6 * math.sqrt(5 / 3))).all()), ratio
@@ -117,7 +99,7 @@ def test_gsm_update_matches_the_score_at_a_single_draw():
 
 def test_bam_update_with_infinite_learning_rate_matches_batch_moments():
     """λ → ∞: a Gaussian target's batch of D+1 or more draws pins q to the target."""
-    mean, covariance = _correlated_gaussian(3)
+    mean, covariance = correlated_gaussian(3)
     mean, covariance = mean.double(), covariance.double()
     generator = torch.Generator().manual_seed(2)
     points = torch.randn(10, 3, generator=generator, dtype=torch.float64) * 2
@@ -180,12 +162,12 @@ def test_unknown_fitter_lists_svi_too():
     class _Components:
         fitter_name, fitter_params = "advi", {}
 
-    with pytest.raises(ConfigError, match="choose svi or one of bam, gsm, pathfinder"):
+    with pytest.raises(ConfigError, match="choose svi or one of bam, dadvi, gsm, pathfinder, saa"):
         _check_fitter(_Components())
 
 
 def test_gaussian_fitter_refuses_a_mean_field_guide():
-    target = _Target(dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    target = GaussianTarget(dist.Normal(torch.zeros(2), 1.0).to_event(1))
     with pytest.raises(ConfigError, match=r"into guide=mvn .* use guide=mvn, or name no guide"):
         fitters.build("gsm", target, AutoNormal(target.model))
 

@@ -99,7 +99,7 @@ class FixedDrawObjective:
         value = self._objective()
         gradients = torch.autograd.grad(value, self.parameters, allow_unused=True)
         self.gradient_evals += self.num_draws
-        return float(value), self._flat(gradients)
+        return float(value.detach()), self._flat(gradients)
 
     def hessian_vector(self, point: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         self.set(point)
