@@ -16,8 +16,8 @@ nats of decrease; for a guide whose draws have no second derivative (the Student
 Gamma draw) by L-BFGS with a strong-Wolfe line search, until a step achieves less.
 For the Gaussian families (normal, diagonal_normal, mvn, lowrank_mvn)
 :math:`T_\phi(\varepsilon) = \mu + L\varepsilon` and the entropy is exact; their draws
-are standardised (centred, sample covariance exactly I: M must exceed the noise
-dimension), so on a Gaussian target the fixed-draw
+are standardised (centred, sample covariance exactly I: M is raised to the noise
+dimension + 1 where it is smaller), so on a Gaussian target the fixed-draw
 objective's optimum is the exact one, which iid draws only reach as M → ∞ (a variance
 reduction beyond the paper's iid draws). Any other reparameterised guide (student_t,
 flows, mixtures) is weighed by the engine with its random stream reset to the same seed
@@ -77,7 +77,9 @@ class FixedDrawObjective:
         self.model_evals = 0
         self.gradient_evals = 0
         if self.gaussian:
-            self.noise = standardised_noise(num_draws, self._noise_dim(), self._dtype)
+            # standardising needs more draws than noise dimensions: at least dim + 1
+            self.num_draws = max(num_draws, self._noise_dim() + 1)
+            self.noise = standardised_noise(self.num_draws, self._noise_dim(), self._dtype)
 
     @property
     def _dtype(self) -> torch.dtype:

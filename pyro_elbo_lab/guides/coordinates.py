@@ -35,7 +35,9 @@ from pyro.infer.autoguide import AutoContinuous, AutoNormal
 
 from pyro_elbo_lab.errors import ConfigError
 
-PRECONDITIONING = ("none", "diagonal", "full")
+#: ``auto``: the whitening that keeps the guide in its family (full where an affine image
+#: stays in it, else diagonal; none for guides that take no start)
+PRECONDITIONING = ("none", "diagonal", "full", "auto")
 #: guide families a full L keeps in their family (affine images of themselves or of any
 #: distribution: flows and mixtures are pushed through the map)
 FULL_AFFINE_FAMILIES = (

@@ -36,7 +36,11 @@ from pyro.infer import autoguide
 from torch.distributions import biject_to
 
 from pyro_elbo_lab.errors import ConfigError
-from pyro_elbo_lab.guides.coordinates import AffineCoordinates, precondition_guide
+from pyro_elbo_lab.guides.coordinates import (
+    FULL_AFFINE_FAMILIES,
+    AffineCoordinates,
+    precondition_guide,
+)
 from pyro_elbo_lab.guides.params import set_param, write_cholesky
 
 if TYPE_CHECKING:
@@ -44,6 +48,22 @@ if TYPE_CHECKING:
 
 #: guides that take the start as an affine map in front of their transform
 AFFINE_PREFIX_FAMILIES = ("AutoFlow", "AutoIAF")
+
+
+def start_support(guide: Any) -> tuple[bool, str]:
+    """Whether ``guide`` takes a starting Gaussian, and the whitening that keeps it in its
+    family (``full``, ``diagonal`` or ``none``): what ``precondition=auto`` resolves to."""
+    family = type(guide).__name__
+    if family in (*FULL_AFFINE_FAMILIES, *AFFINE_PREFIX_FAMILIES):
+        return True, "full"
+    if isinstance(guide, autoguide.AutoNormal | autoguide.AutoDiagonalNormal) or family in (
+        "AutoLowRankMultivariateNormal",
+        "AutoGaussianMixture",
+    ):
+        return True, "diagonal"
+    if isinstance(guide, autoguide.AutoDelta | autoguide.AutoLaplaceApproximation):
+        return True, "none"
+    return False, "none"
 
 
 def start_guide(guide: Any, start: StartingGaussian, precondition: str = "none") -> None:

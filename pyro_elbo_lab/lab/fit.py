@@ -3,6 +3,7 @@ stop on divergence."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -26,7 +27,7 @@ from pyro_elbo_lab.fitters.certificate import (
 )
 from pyro_elbo_lab.fitters.start import INIT_METHODS, StartingGaussian, starting_gaussian
 from pyro_elbo_lab.guides.coordinates import PRECONDITIONING
-from pyro_elbo_lab.guides.start import start_guide
+from pyro_elbo_lab.guides.start import start_guide, start_support
 from pyro_elbo_lab.lab.budget import BudgetSettings, Spending, checkpoint_fractions
 from pyro_elbo_lab.lab.components import Components
 from pyro_elbo_lab.lab.console import interactive
@@ -58,6 +59,9 @@ class FitPlan:
     precondition: str = "none"
     #: the start's scale where the method gives none (median, map)
     init_scale: float = 0.1
+    #: whether ``init`` is a default (the model's or the fitter's), which a guide that
+    #: takes no start passes over, where a named one is refused
+    init_is_default: bool = False
 
     def __post_init__(self) -> None:
         fraction = self.final_lr_fraction
@@ -78,6 +82,16 @@ class FitPlan:
     def starts_elsewhere(self) -> bool:
         """Whether the fit starts from a computed Gaussian (else each guide's own start)."""
         return self.init != "median" or self.precondition != "none"
+
+    def for_guide(self, guide: Any, own_state: bool) -> FitPlan:
+        """``precondition=auto`` and a default ``init`` resolved for ``guide`` (a fitter
+        with its own state, such as GSM, moves in no coordinates of the guide's)."""
+        takes, whitening = start_support(guide)
+        precondition = self.precondition
+        if precondition == "auto":
+            precondition = "none" if own_state or not takes else whitening
+        init = self.init if takes or not self.init_is_default else "median"
+        return dataclasses.replace(self, init=init, precondition=precondition)
 
 
 @dataclass
@@ -221,6 +235,10 @@ def fit(
     ``reports_loss=False``, such as tail-adaptive, record NaN instead) or non-finite
     parameters, checked every ``PARAMETER_CHECK_EVERY`` steps and at the end.
     """
+    own_state = components.fitter_name != "svi" and not fitters.get(components.fitter_name).trait(
+        "any_reparameterised_guide", False
+    )
+    plan = plan.for_guide(components.guide, own_state)
     starting = _start(components, plan)
     # Gaussian fitters (gsm, bam, pathfinder) keep their own state and take the start
     # as q0; the others fit the guide's parameters, which take it before they begin

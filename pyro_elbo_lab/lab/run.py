@@ -250,6 +250,7 @@ def fit_plan(config: DictConfig) -> FitPlan:
         final_lr_fraction=config.final_lr_fraction,
         schedule=settings(config.schedule, ScheduleSettings),
         init=config.init or default_init or model.trait("default_init", "median"),
+        init_is_default=config.init is None,
         precondition=config.precondition or model.trait("default_precondition", "none"),
         init_scale=config.guide.get("init_scale", 0.1),
     )

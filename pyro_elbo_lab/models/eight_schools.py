@@ -13,6 +13,7 @@ import torch
 
 from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.models.base import LatentVariableModel
+from pyro_elbo_lab.models.posteriordb.base import FIT_DEFAULTS
 from pyro_elbo_lab.registry import models
 
 _DATA = "eight_schools.json.zip"
@@ -24,7 +25,7 @@ def _read_zipped_json(path: Path | object) -> object:
         return json.loads(archive.read(archive.namelist()[0]))
 
 
-@models.register("eight_schools")
+@models.register("eight_schools", **FIT_DEFAULTS)
 class EightSchools(LatentVariableModel):
     r"""The hierarchical eight-schools model of Rubin (1981), non-centred.
 

@@ -8,7 +8,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from pyro_elbo_lab.models.posteriordb.base import PosteriorDBModel
+from pyro_elbo_lab.models.posteriordb.base import FIT_DEFAULTS, PosteriorDBModel
 from pyro_elbo_lab.models.posteriordb.files import Field
 from pyro_elbo_lab.registry import models
 
@@ -19,6 +19,7 @@ JITTER = 1e-10
 @models.register(
     "gp_pois_regr",
     description="posteriordb gp_pois_regr-gp_pois_regr: Poisson counts with a latent GP; 13 params",
+    **FIT_DEFAULTS,
 )
 class GaussianProcessPoisson(PosteriorDBModel):
     r"""posteriordb ``gp_pois_regr-gp_pois_regr``: :math:`k_n \sim \mathrm{Poisson}(e^{f_n})`,

@@ -16,7 +16,7 @@ import torch
 from torch.distributions import constraints
 
 from pyro_elbo_lab.errors import require
-from pyro_elbo_lab.models.posteriordb.base import PosteriorDBModel, flat
+from pyro_elbo_lab.models.posteriordb.base import FIT_DEFAULTS, PosteriorDBModel, flat
 from pyro_elbo_lab.models.posteriordb.files import Field
 from pyro_elbo_lab.registry import models
 
@@ -86,6 +86,7 @@ class LinearRegressionPort(PosteriorDBModel):
         "posteriordb kidiq-kidscore_momiq: test score on mother's IQ;"
         " 3 params, β₁β₂ correlation ≈ −0.99"
     ),
+    **FIT_DEFAULTS,
 )
 class KidIQ(LinearRegressionPort):
     """posteriordb ``kidiq-kidscore_momiq``: child's test score on mother's IQ (Gelman & Hill
@@ -108,6 +109,7 @@ class KidIQ(LinearRegressionPort):
         "posteriordb kidiq_with_mom_work-kidscore_interaction_c: centred interaction regression;"
         " 5 params"
     ),
+    **FIT_DEFAULTS,
 )
 class KidIQInteraction(LinearRegressionPort):
     """posteriordb ``kidiq_with_mom_work-kidscore_interaction_c``: score on centred mother's
@@ -133,6 +135,7 @@ class KidIQInteraction(LinearRegressionPort):
         "posteriordb earnings-logearn_interaction: log earnings on height × sex, uncentred;"
         " 5 params"
     ),
+    **FIT_DEFAULTS,
 )
 class Earnings(LinearRegressionPort):
     """posteriordb ``earnings-logearn_interaction``: log earnings on height, sex and their
@@ -159,6 +162,7 @@ class Earnings(LinearRegressionPort):
         "posteriordb mesquite-logmesquite_logvas: log shrub weight on six log-scale predictors;"
         " 8 params"
     ),
+    **FIT_DEFAULTS,
 )
 class Mesquite(LinearRegressionPort):
     """posteriordb ``mesquite-logmesquite_logvas``: log shrub weight on log canopy volume,
@@ -198,6 +202,7 @@ class Mesquite(LinearRegressionPort):
     description=(
         "posteriordb nes1976-nes: party identification regression, 1976 election study; 10 params"
     ),
+    **FIT_DEFAULTS,
 )
 class NES(LinearRegressionPort):
     """posteriordb ``nes1976-nes``: party identification on ideology, race, age group,
@@ -232,6 +237,7 @@ class NES(LinearRegressionPort):
 @models.register(
     "sblrc",
     description="posteriordb sblrc-blr: Bayesian linear regression with N(0, 10²) priors; 6 params",
+    **FIT_DEFAULTS,
 )
 class SBLRC(LinearRegressionPort):
     """posteriordb ``sblrc-blr``: Bayesian linear regression, β ~ N(0, 10²), σ ~ N⁺(0, 10²)."""
@@ -262,6 +268,7 @@ class SBLRC(LinearRegressionPort):
     # at the guide's start (N = 5,000, far from the posterior) the score terms of the
     # scale gradients are heavy-tailed: 32 seed-paired draws give false alarms
     conformance_repeats=128,
+    **FIT_DEFAULTS,
 )
 class Diamonds(LinearRegressionPort):
     """posteriordb ``diamonds-diamonds`` (brms): log price on 24 centred, strongly

@@ -14,7 +14,7 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import constraints
 
-from pyro_elbo_lab.models.posteriordb.base import PosteriorDBModel, flat
+from pyro_elbo_lab.models.posteriordb.base import FIT_DEFAULTS, PosteriorDBModel, flat
 from pyro_elbo_lab.models.posteriordb.files import Field
 from pyro_elbo_lab.models.posteriordb.recurrence import linear_recurrence
 from pyro_elbo_lab.models.posteriordb.regressions import LinearRegressionPort
@@ -35,6 +35,7 @@ def _after(first: torch.Tensor, series: torch.Tensor) -> torch.Tensor:
 @models.register(
     "ark",
     description="posteriordb arK-arK: AR(5) time series; 7 params",
+    **FIT_DEFAULTS,
 )
 class AutoRegressive(LinearRegressionPort):
     r"""posteriordb ``arK-arK``: :math:`y_t \sim \mathcal N(\alpha + \sum_k \beta_k y_{t-k},
@@ -61,6 +62,7 @@ class AutoRegressive(LinearRegressionPort):
 @models.register(
     "arma11",
     description="posteriordb arma-arma11: ARMA(1,1) time series; 4 params",
+    **FIT_DEFAULTS,
 )
 class ARMA11(PosteriorDBModel):
     r"""posteriordb ``arma-arma11``: :math:`y_t = \mu + \phi y_{t-1} + \theta\,\epsilon_{t-1}
@@ -98,6 +100,7 @@ class ARMA11(PosteriorDBModel):
 @models.register(
     "garch11",
     description="posteriordb garch-garch11: GARCH(1,1) volatility, constrained; 4 params",
+    **FIT_DEFAULTS,
 )
 class GARCH11(PosteriorDBModel):
     r"""posteriordb ``garch-garch11``: :math:`y_t \sim \mathcal N(\mu, \sigma_t^2)`,
