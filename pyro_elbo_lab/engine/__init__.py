@@ -38,6 +38,7 @@ from pyro_elbo_lab.engine.compile_cache import compile_cache_dir, use_compile_ca
 from pyro_elbo_lab.engine.compiled import WARNING_PREFIX, CompiledPath
 from pyro_elbo_lab.engine.compiled_svi import CompiledSVI
 from pyro_elbo_lab.engine.counting import CountedModel
+from pyro_elbo_lab.engine.gradient_scale import LatentGradientScale
 from pyro_elbo_lab.engine.groups import WeightGroups, group_weights
 from pyro_elbo_lab.engine.logmath import (
     leave_one_out_mean,
@@ -81,6 +82,7 @@ __all__ = [
     "CountedModel",
     "DetachedParameters",
     "EngineOptions",
+    "LatentGradientScale",
     "LogWeights",
     "ParameterValues",
     "PyroELBOOptions",

@@ -39,6 +39,7 @@ from pyro_elbo_lab.engine.checks import (
     not_vectorisable,
     require_batch_dims_in_plates,
 )
+from pyro_elbo_lab.engine.gradient_scale import LatentGradientScale
 from pyro_elbo_lab.engine.parameters import (
     DetachedParameters,
     clear_transform_caches,
@@ -118,6 +119,7 @@ def sample_log_weights(
     detach_draws: bool = False,
     stratify: bool = False,
     strata_group: int | None = None,
+    latent_gradient_scale: LatentGradientScale | None = None,
 ) -> LogWeights:
     """Draw ``num_particles`` particles from ``guide`` and weigh them under ``model``.
 
@@ -141,6 +143,8 @@ def sample_log_weights(
         back in ``log_particle_weights``.
     :param strata_group: with ``stratify``, particles per estimate: each consecutive
         group of this many holds a complete stratified set (None: all of them).
+    :param latent_gradient_scale: the model sees the latents through it, so that their
+        gradient path is scaled per particle (:mod:`~pyro_elbo_lab.engine.gradient_scale`).
     """
     plate = particle_plate(num_particles, max_plate_nesting)
     strata = StratifiedParticles(num_particles, max_plate_nesting + 1, strata_group)
@@ -152,7 +156,10 @@ def sample_log_weights(
         plated_guide = poutine.replay(plated_guide, trace=guide_values)
     try:
         guide_trace = poutine.trace(plated_guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(
+        seen = guide_trace
+        if latent_gradient_scale is not None:
+            seen = latent_gradient_scale.wrap(guide_trace, max_plate_nesting, data_plate)
+        model_trace = poutine.trace(poutine.replay(plate(model), trace=seen)).get_trace(
             *args, **kwargs
         )
     except ConfigError as error:

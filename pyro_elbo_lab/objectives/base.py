@@ -28,6 +28,7 @@ from pyro.infer import ELBO
 from pyro_elbo_lab.engine import (
     CompiledPath,
     EngineOptions,
+    LatentGradientScale,
     LogWeights,
     WeightGroups,
     group_weights,
@@ -41,12 +42,21 @@ from pyro_elbo_lab.errors import ConfigError, require_positive_int
 
 
 class ParticleBatch:
-    """One pass of K particles, as an objective sees it: the raw weights and their groups."""
+    """One pass of K particles, as an objective sees it: the raw weights and their groups,
+    and, for doubly-reparameterised estimators, the scale of the latents' gradient path
+    through the model (filled by the surrogate, read by backward)."""
 
-    def __init__(self, weights: LogWeights, per_datapoint: bool, stopped_latent_log_p: Callable):
+    def __init__(
+        self,
+        weights: LogWeights,
+        per_datapoint: bool,
+        stopped_latent_log_p: Callable,
+        gradient_scale: LatentGradientScale | None = None,
+    ):
         self.weights = weights
         self.groups = group_weights(weights, per_datapoint)
         self._stopped_latent_log_p = stopped_latent_log_p
+        self.gradient_scale = gradient_scale
 
     def stopped_latent_log_p(self) -> WeightGroups | None:
         """:math:`\\log p_\\theta(x, \\bar z)` grouped like the weights (one more model pass);
@@ -72,6 +82,10 @@ class ParticleObjective(ELBO):
     min_particles: ClassVar[int] = 1
     #: Whether the estimator needs log q with the variational parameters stopped.
     needs_stopped_guide: bool = False
+    #: Whether its surrogate weighs the model's parameters and the latents' path
+    #: differently (:func:`path_surrogate` with model coefficients): the model then sees
+    #: the latents through a :class:`~pyro_elbo_lab.engine.LatentGradientScale`, in one pass.
+    scales_latent_gradients: bool = False
     #: Whether every guide site must be reparameterisable (path-derivative estimators).
     requires_reparam: bool = True
     #: Whether the particles are detached draws (score-function estimators): gradients
@@ -155,6 +169,7 @@ class ParticleObjective(ELBO):
     def _batch(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, stop: bool):
         if self.model_plate_nesting is None:
             self.model_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
+        scale = LatentGradientScale() if stop and self.scales_latent_gradients else None
         weights = sample_log_weights(
             model,
             guide,
@@ -168,6 +183,7 @@ class ParticleObjective(ELBO):
             detach_draws=self.detach_draws,
             guide_values=self.guide_values(guide, args, kwargs),
             stratify=self.supports_stratified,
+            latent_gradient_scale=scale,
         )
         if self.model_gradient is None and model_has_params(weights):
             name = next(n for n, s in weights.model_trace.nodes.items() if s["type"] == "param")
@@ -176,6 +192,7 @@ class ParticleObjective(ELBO):
             weights,
             self.per_datapoint,
             lambda: self._stopped_latent_groups(model, weights, args, kwargs),
+            scale,
         )
 
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
@@ -251,15 +268,29 @@ def path_surrogate(
 
         \nabla_\phi:\ \sum_k c_k \frac{\partial \log w_k}{\partial z_k}
             \frac{\partial z_k}{\partial \phi}, \qquad
-        \nabla_\theta:\ \sum_k m_k \nabla_\theta \log p_\theta(x, z_k),
+        \nabla_\theta:\ \sum_k m_k \nabla_\theta \log p_\theta(x, z_k).
 
-    built as :math:`\sum_k \bar c_k (\log p(x,z_k) - \log q_{\bar\phi}(z_k))
-    + \sum_k (\bar m_k - \bar c_k) \log p_\theta(x, \bar z_k)` (bars: stopped), per group.
-    The second term corrects the model gradient and costs one more model pass; it is
-    skipped when ``model_coefficients`` is None (m = c) or the model has no parameters.
+    With the batch's :class:`~pyro_elbo_lab.engine.LatentGradientScale` (one model pass,
+    the model seeing :math:`\zeta_k`, whose gradient path is scaled by
+    :math:`h_k = c_k/m_k`): :math:`\sum_k \bar m_k \log p_\theta(x, \zeta_k) - \bar c_k \log
+    q_{\bar\phi}(z_k)`. Without it: :math:`\sum_k \bar c_k (\log p(x,z_k) - \log q_{\bar\phi}(z_k))
+    + \sum_k (\bar m_k - \bar c_k) \log p_\theta(x, \bar z_k)`, whose second term costs
+    one more model pass at stopped latents (skipped when m = c or the model has no
+    parameters). Bars: stopped; both forms per group.
     """
     groups = batch.groups
-    surrogate = groups.combine((guide_coefficients.detach() * groups.stopped_log_weights).sum(0))
+    guide_coefficients = guide_coefficients.detach()
+    scale = batch.gradient_scale
+    if model_coefficients is not None and scale is not None:
+        model_coefficients = model_coefficients.detach()
+        positive = model_coefficients > 0
+        ratio = guide_coefficients / torch.where(positive, model_coefficients, 1.0)
+        scale.value = torch.where(positive, ratio, 0.0)
+        log_p = groups.log_weights + groups.log_q
+        log_q_stopped = log_p - groups.stopped_log_weights
+        per_group = model_coefficients * log_p - guide_coefficients * log_q_stopped
+        return groups.combine(per_group.sum(0))
+    surrogate = groups.combine((guide_coefficients * groups.stopped_log_weights).sum(0))
     if model_coefficients is not None:
         stopped = batch.stopped_latent_log_p()
         if stopped is not None:

@@ -64,14 +64,17 @@ class IWAEDReG(IWAE):
         \nabla_\theta \mathcal L_K \approx \sum_k \tilde w_k \nabla_\theta \log p_\theta(x, z_k),
 
     with :math:`\partial \log w_k/\partial z_k` taken with the variational parameters
-    stopped in :math:`\log q`. The model keeps the standard IWAE gradient (one more
-    model pass at stopped latents when the model has parameters).
+    stopped in :math:`\log q`. The model keeps the standard IWAE gradient, in the same
+    model pass: the latents reach the model with their gradient path scaled by
+    :math:`\tilde w_k` (:mod:`~pyro_elbo_lab.engine.gradient_scale`), so a step costs
+    what an IWAE step costs plus the stopped guide's log density.
 
     References: G. Tucker, D. Lawson, S. Gu, C. Maddison, "Doubly Reparameterized
     Gradient Estimators for Monte Carlo Objectives", ICLR 2019.
     """
 
     needs_stopped_guide = True
+    scales_latent_gradients = True
     supports_stratified = False
 
     def surrogate(self, batch: ParticleBatch) -> torch.Tensor:

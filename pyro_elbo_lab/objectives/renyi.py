@@ -63,6 +63,7 @@ class RenyiBound(ParticleObjective):
         self.alpha = float(alpha)
         self.dreg = dreg
         self.needs_stopped_guide = dreg
+        self.scales_latent_gradients = dreg
         self.supports_stratified = not dreg and math.isfinite(alpha)
 
     def bound(self, batch: ParticleBatch) -> torch.Tensor:

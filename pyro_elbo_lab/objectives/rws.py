@@ -79,6 +79,7 @@ class RWSDReG(ParticleRWS):
     """
 
     wake_phi = "dreg"
+    scales_latent_gradients = True
 
 
 @objectives.register("rws_score")
