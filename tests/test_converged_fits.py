@@ -119,7 +119,7 @@ def test_the_start_is_paid_from_the_budget_and_recorded(compose_config):
     assert record["status"] == "ok", record["message"]
     fit = record["fit"]
     start = fit["start"]
-    assert start["method"] == "laplace" and start["precondition"] == "none"
+    assert start["method"] == "laplace" and start["precondition"] == "full"  # auto, for mvn
     assert start["model_evals"] > 0 and fit["model_evals"] == 300  # steps + start
     assert fit["steps_completed"] == 300 - start["model_evals"]
     assert fit["gradient_evals"] >= start["gradient_evals"] + fit["steps_completed"]

@@ -74,6 +74,13 @@ def refuse_unreparameterised(
             "use an objective that stratifies (iwae, vr with dreg=false, beta_elbo) or "
             "a score-function objective (e.g. objective=trace)"
         )
+    if site["fn"].support.is_discrete:  # no continuous guide can stand in for it
+        raise ConfigError(
+            f"guide site '{name}' ({distribution_name(site['fn'])}) is not reparameterisable "
+            f"(it is discrete), but {objective} needs reparameterised samples; use a "
+            "score-function objective "
+            "(e.g. objective=vimco, rws_score, trace_graph or trace)"
+        )
     raise ConfigError(
         f"guide site '{name}' ({distribution_name(site['fn'])}) is not "
         f"reparameterisable, but {objective} needs reparameterised samples; use a "

@@ -47,7 +47,7 @@ def guide_gaussian(guide: Any, sites: list[str]) -> MultivariateNormal | None:
     """The guide's joint Gaussian over ``sites`` (their values flattened in that order),
     in float64; None for a guide that is not one Gaussian over exactly those sites."""
     prototype = getattr(guide, "prototype_trace", None)
-    if prototype is None:
+    if prototype is None or not isinstance(guide, AutoNormal | AutoContinuous):
         return None
     order = [name for name, _ in prototype.iter_stochastic_nodes()]
     if sorted(order) != sorted(sites):

@@ -119,7 +119,8 @@ def learned_model_metrics(
     training_particles: int,
 ) -> tuple[dict[str, Any], list[str]]:
     """Metrics of a model that learned θ, per image (see the module doc): ``test_loglik``
-    (IWAE-``settings.test_particles``) with ``test_loglik_sd`` (its spread over images),
+    (IWAE-``settings.test_particles``, named in ``test_loglik_estimator``) with
+    ``test_loglik_sd`` (its spread over images),
     ``exact_test_loglik`` and ``test_loglik_gap`` where log p(x) is exact,
     ``test_loglik_ais`` (AIS over ``settings.ais_test_images`` images, when
     ``settings.ais_temperatures`` > 0), ``train_bound`` (:math:`\\mathcal L_K`, K =
@@ -142,6 +143,7 @@ def learned_model_metrics(
             model, guide, test, num_particles=settings.test_particles, **common
         )
         metrics["test_loglik"] = float(test_values.mean())
+        metrics["test_loglik_estimator"] = f"IWAE-{settings.test_particles} per test image"
         metrics["test_loglik_sd"] = float(test_values.std()) if test.shape[0] > 1 else 0.0
         exact = model.exact_log_evidence(test)
         if exact is not None:

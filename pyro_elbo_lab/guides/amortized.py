@@ -489,6 +489,7 @@ guides.register("amortized", local_latents=True)(amortized)
     "amortized_bernoulli",
     local_latents=True,
     score_function=True,
+    binary_latents=True,
     example_overrides=[
         "model=sbn",
         "model.num_train=40",

@@ -81,6 +81,7 @@ class AutoLocalCategorical(AutoGuide):
     "discrete_local",
     local_latents=True,
     score_function=True,
+    discrete_latents=True,
     example_overrides=["model=gmm", "model.assignment=sampled"],
 )
 def discrete_local(

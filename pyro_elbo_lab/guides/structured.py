@@ -7,7 +7,9 @@ from typing import Any
 
 from pyro import poutine
 from pyro.infer import autoguide
+from torch.distributions import biject_to
 
+from pyro_elbo_lab.engine import distribution_name
 from pyro_elbo_lab.errors import ConfigError, require, require_positive_float
 from pyro_elbo_lab.guides.pyro_builtin import guide_target, latent_sites
 from pyro_elbo_lab.guides.quantiles import SampledQuantiles
@@ -65,6 +67,14 @@ def structured(
         )
     else:
         dependencies = {site: dict(upstream) for site, upstream in dependencies.items()}
+    for name, site in latent_sites(model).items():
+        # Pyro's AutoStructured asserts this as it samples; say so before any step
+        if biject_to(site["fn"].support).codomain.event_dim != site["fn"].event_dim:
+            raise ConfigError(
+                f"guide=structured (Pyro's AutoStructured) needs each site's support to span "
+                f"its event dims, which site '{name}' ({distribution_name(site['fn'])}, "
+                "e.g. a flat prior) does not; use guide=mvn or guide=normal"
+            )
     return AutoStructuredGuide(
         guide_target(model),
         conditionals=conditionals,
@@ -97,7 +107,8 @@ def guide_list(
         unknown = sorted(set(sites) - set(latents))
         if unknown:
             raise ConfigError(
-                f"guide.parts[{index}] names {unknown}, not latents of the model {latents}"
+                f"guide.parts[{index}] names {unknown}, not latents of the model {latents}; "
+                "give guide.parts over the model's own latents"
             )
         twice = sorted(set(sites) & set(claimed))
         if twice:

@@ -13,8 +13,10 @@ from pyro import poutine
 
 from pyro_elbo_lab.devices import resolve_device
 from pyro_elbo_lab.engine import refuse_model_parameters, require_reparameterized
+from pyro_elbo_lab.engine.program import random_streams_restored
 from pyro_elbo_lab.errors import ConfigError, require
 from pyro_elbo_lab.fitters.gaussian import require_gaussian_guide
+from pyro_elbo_lab.guides.pyro_builtin import latent_sites
 from pyro_elbo_lab.lab.learned import model_parameter_names
 from pyro_elbo_lab.models.base import LatentVariableModel
 from pyro_elbo_lab.registry import (
@@ -74,6 +76,11 @@ def build_components(config: Any) -> Components:
         and objective_params.get("max_plate_nesting") is None
     ):
         objective_params["max_plate_nesting"] = model.max_plate_nesting
+    with random_streams_restored():  # tracing the model leaves the run's random stream alone
+        sites = latent_sites(model)
+    if "per_datapoint" in objective_params and objective_params["per_datapoint"] is None:
+        objective_params["per_datapoint"] = per_datapoint_default(model, objective_entry, sites)
+    require_guide_fits(model, model_entry, guide_name, guide_entry, sites)
     objective = objectives.build(objective_name, **objective_params)
     guide = guides.build(guide_name, model, **guide_params)
     optim = _build_optim(config.optim)
@@ -92,6 +99,67 @@ def build_components(config: Any) -> Components:
     )
     check_compatible(components)
     return components
+
+
+def per_datapoint_default(model: Any, objective_entry: Component, sites: dict[str, dict]) -> bool:
+    """The bound the papers mean: per datapoint where every latent of the model (``sites``,
+    from :func:`latent_sites`) is local to its data plate (a VAE's codes, an SBN's units)
+    and the objective has that form; the joint bound otherwise (a global latent would
+    count once per point)."""
+    if not getattr(objective_entry.factory, "supports_per_datapoint", False):
+        return False
+    return bool(sites) and all(
+        any(frame.name == model.data_plate for frame in site["cond_indep_stack"])
+        for site in sites.values()
+    )
+
+
+def require_guide_fits(
+    model: Any,
+    model_entry: Component,
+    guide_name: str,
+    guide_entry: Component,
+    sites: dict[str, dict],
+) -> None:
+    """A guide that cannot serve the model's latents fails here, before any step, naming
+    the one that fits (the model's ``example_guide``, else ``normal``): no guide for a
+    model with latents, a continuous guide on discrete latents, a Bernoulli guide on
+    continuous ones, or a guide with parameters per training point on a model that
+    learns θ from many of them. ``sites``: the model's latents (:func:`latent_sites`)."""
+    fits = model_entry.trait("example_guide", None) or "normal"
+    hidden = set(getattr(model, "enumerated_sites", ()))
+    sites = {n: site for n, site in sites.items() if n not in hidden}
+    if guide_entry.trait("no_latents", False):
+        if sites:
+            raise ConfigError(
+                f"guide={guide_name} is for models without latents, but model "
+                f"'{model_entry.name}' has {list(sites)}: use guide={fits}, or marginalise "
+                "them in the model"
+            )
+        return
+    discrete = [n for n, site in sites.items() if site["fn"].support.is_discrete]
+    if guide_entry.trait("binary_latents", False):
+        continuous = [n for n in sites if n not in discrete]
+        if continuous:
+            raise ConfigError(
+                f"guide={guide_name} draws binary latents, but model '{model_entry.name}' "
+                f"has continuous ones {continuous}; use guide={fits}"
+            )
+    elif discrete and not guide_entry.trait("discrete_latents", False):
+        raise ConfigError(
+            f"guide={guide_name} draws continuous latents, but model '{model_entry.name}' "
+            f"has discrete ones {discrete}; use guide={fits}"
+        )
+    if (
+        model.learns_parameters
+        and model.has_local_latents
+        and not guide_entry.trait("local_latents", False)
+    ):
+        raise ConfigError(
+            f"guide={guide_name} keeps parameters per training image, so model "
+            f"'{model_entry.name}' (θ learned from many images) could not be judged on new "
+            f"ones; use guide={fits} (an encoder)"
+        )
 
 
 def _build_optim(node: Any) -> pyro.optim.PyroOptim:

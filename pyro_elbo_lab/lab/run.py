@@ -126,6 +126,9 @@ def _fit_and_evaluate(
     pyro.set_rng_seed(config.seed)
     components = build_components(config)
     record["device"] = str(components.device)
+    # which bound ran: per datapoint (the default where every latent is local) or joint
+    if getattr(components.objective, "supports_per_datapoint", False):
+        record["bound"] = "per_datapoint" if components.objective.per_datapoint else "joint"
     record["torch_threads"] = torch.get_num_threads()
     plan = fit_plan(config)
     probe = (

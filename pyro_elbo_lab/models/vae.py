@@ -18,6 +18,7 @@ from pyro_elbo_lab.registry import models
 @models.register(
     "vae",
     example_params={"num_train": 40, "num_heldout": 10, "latent_dim": 2, "hidden": [16]},
+    example_guide="amortized",
 )
 class VariationalAutoencoder(BinarisedImageModel):
     r"""A VAE on binarised images (Kingma & Welling 2014; Burda et al. 2016's first
