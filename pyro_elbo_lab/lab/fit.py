@@ -187,7 +187,7 @@ class SVIFitter(Fitter):
     def __init__(self, components: Components) -> None:
         self.counted = CountedModel(components.model)
         self.svi = _svi(components, self.counted)
-        self.data = components.model.train_data
+        self.step_data = components.model.step_data
         self.reports_loss = getattr(components.objective, "reports_loss", True)
         # CompiledSVI: the first step traces the loss, the second compiles the update
         self.setup_steps = 2 if isinstance(self.svi, CompiledSVI) else 1
@@ -196,7 +196,7 @@ class SVIFitter(Fitter):
 
     def step(self) -> float:
         before = self.counted.count
-        value = self.svi.step(self.data)
+        value = self.svi.step(self.step_data())
         if self.counted.count > before:
             self._evals_per_step = self.counted.count - before
         self._evals += self._evals_per_step

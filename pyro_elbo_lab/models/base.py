@@ -67,6 +67,8 @@ class LatentVariableModel(abc.ABC):
     #: How a minibatch's indices are drawn: uniformly with replacement (O(batch)) or a
     #: uniform subset without replacement (Pyro's ``randperm``, O(N)); see :meth:`data_plate_over`.
     subsample_with_replacement: bool = True
+    #: the last minibatch :meth:`step_data` drew afresh (None: steps see :attr:`train_data`)
+    _step_minibatch: torch.Tensor | None = None
 
     def __init__(
         self, *, num_train: int, num_heldout: int, seed: int, device: str | torch.device = "cpu"
@@ -130,12 +132,21 @@ class LatentVariableModel(abc.ABC):
         opens the same plate (e.g. ``guide=amortized``) draws the indices and the model
         replays them.
         """
+        if data is self._step_minibatch:  # drawn by step_data: its rows are the minibatch
+            rows = torch.arange(data.shape[0], device=data.device)
+            return pyro.plate(self.data_plate, self.train_data.shape[0], subsample=rows, dim=-1)
         num = data.shape[0]
         size = self.subsample_size if self.subsample_size and self.subsample_size < num else None
         if size is None or not self.subsample_with_replacement:
             return pyro.plate(self.data_plate, num, subsample_size=size, dim=-1)
         index = torch.randint(num, (size,), device=data.device)
         return pyro.plate(self.data_plate, num, subsample=index, dim=-1)
+
+    def step_data(self) -> torch.Tensor:
+        """The data one training step sees: :attr:`train_data` (its plate subsamples), or,
+        for a model that redraws its observations per step (dynamic binarisation), a fresh
+        minibatch, which :meth:`data_plate_over` scales to the training set's size."""
+        return self.train_data
 
     @contextlib.contextmanager
     def without_subsampling(self) -> Iterator[None]:

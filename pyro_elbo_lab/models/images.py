@@ -13,7 +13,7 @@ import torch
 from pyro_elbo_lab.errors import ConfigError, require
 from pyro_elbo_lab.models.base import LatentVariableModel
 
-BINARIZATIONS = ("sampled", "threshold")
+BINARIZATIONS = ("sampled", "threshold", "dynamic")
 
 
 def load_images(path: str | Path | None) -> torch.Tensor:
@@ -48,7 +48,7 @@ def load_images(path: str | Path | None) -> torch.Tensor:
 class ImageData:
     """Where an image model's data come from and how they are split and binarised."""
 
-    binarization: Literal["sampled", "threshold"] = "sampled"
+    binarization: Literal["sampled", "threshold", "dynamic"] = "sampled"
     data_file: str | None = None
     num_train: int = 4000
     num_heldout: int = 1000
@@ -65,10 +65,15 @@ class BinarisedImageModel(LatentVariableModel):
     same layout, any image size) are shuffled with ``seed``, the first ``num_train``
     train and the next ``num_heldout`` test, and binarised once, ``sampled`` (each pixel
     Bernoulli(grey value), Salakhutdinov & Murray 2008) or by ``threshold`` 0.5; the
-    config records both. ``subsample_size`` trains on minibatches of images (scaled by
-    N / batch; ``subsample_with_replacement``: how the indices are drawn). Subclasses
-    decode latents to pixel logits (:meth:`pixel_logits`) and draw latents from the
-    prior (:meth:`prior_latents`), which the lab's image grids use.
+    config records both. ``dynamic`` (Burda et al. 2016's setting) binarises the
+    training images afresh every time a step uses them: each step draws its minibatch
+    rows and a new Bernoulli(grey value) image of each (:meth:`step_data`), so the model
+    sees a different binary image of a digit each epoch; the test images and the
+    training images that evaluation measures are one ``sampled`` draw.
+    ``subsample_size`` trains on minibatches of images (scaled by N / batch;
+    ``subsample_with_replacement``: how the indices are drawn). Subclasses decode
+    latents to pixel logits (:meth:`pixel_logits`) and draw latents from the prior
+    (:meth:`prior_latents`), which the lab's image grids use.
     """
 
     has_local_latents = True
@@ -86,12 +91,33 @@ class BinarisedImageModel(LatentVariableModel):
         self.set_subsampling(options.subsample_size, options.subsample_with_replacement)
         self.binarization, self.data_file = options.binarization, options.data_file
         self.image_shape: tuple[int, ...] = ()
+        self._grey = torch.empty(0)
         super().__init__(
             num_train=options.num_train,
             num_heldout=options.num_heldout,
             seed=options.seed,
             device=options.device,
         )
+        dynamic = options.binarization == "dynamic"
+        self.train_grey = self._grey[: options.num_train].to(self.device) if dynamic else None
+        del self._grey
+
+    def step_data(self) -> torch.Tensor:
+        """With ``binarization=dynamic``: a minibatch of training rows (drawn as the data
+        plate draws them), each binarised afresh from its grey values; else the training set."""
+        if self.train_grey is None:
+            return super().step_data()
+        num = self.train_grey.shape[0]
+        size = min(self.subsample_size or num, num)
+        device = self.train_grey.device
+        if size == num:
+            rows = torch.arange(num, device=device)
+        elif self.subsample_with_replacement:
+            rows = torch.randint(num, (size,), device=device)
+        else:
+            rows = torch.randperm(num, device=device)[:size]
+        self._step_minibatch = torch.bernoulli(self.train_grey[rows])
+        return self._step_minibatch
 
     @property
     def num_pixels(self) -> int:
@@ -109,6 +135,7 @@ class BinarisedImageModel(LatentVariableModel):
             )
         order = self.pick_rows(images.shape[0], num_data, generator)
         grey = images[order].reshape(num_data, -1)
+        self._grey = grey
         if self.binarization == "threshold":
             return (grey > 0.5).float()
         return torch.bernoulli(grey, generator=generator)
