@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyro
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 import pyro_elbo_lab.lab.config  # noqa: F401  (registers the schema with Hydra)
+from pyro_elbo_lab.lab.threads import cpu_budget
 from pyro_elbo_lab.registry import Registry
 
 #: Overrides that keep a run to well under a second.
@@ -24,6 +27,14 @@ FAST = [
     "evaluation.iwae_repeats=4",
     "evaluation.heldout_particles=20",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n auto``, the default), each worker's torch gets its share of
+    the CPU budget: two workers with two threads each on two cores would oversubscribe."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        torch.set_num_threads(max(1, cpu_budget() // int(workers)))
 
 
 @pytest.fixture(autouse=True)

@@ -16,10 +16,13 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 def _tree_state() -> str:
     """Every changed, untracked and ignored path of the checkout (``--ignored`` too: an
     ignored ``mlruns/`` is still something a run wrote into the user's repository)."""
-    return subprocess.run(
+    status = subprocess.run(
         ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
         cwd=REPOSITORY, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
+    # bytecode and pytest's cache come from the test session itself (other xdist workers)
+    session = ("__pycache__/", ".pytest_cache/")
+    return "\n".join(line for line in status.splitlines() if not any(s in line for s in session))
 
 
 @pytest.mark.slow
