@@ -5,9 +5,10 @@ The hand-written step (:func:`handwritten_iwae_step`) is the reference: encoder
 (ReLU MLP to loc and softplus scale, as ``guide=amortized``), reparameterised draws
 ``[K, B, L]``, tanh MLP decoder, per-image log-mean-exp over K, the minibatch sum scaled
 by N / B as Pyro scales a subsampled plate, and one Adam update. Both are timed in the
-same process, interleaved, after warm-up; the ratio is median step time (lab / hand).
+same process, interleaved, after warm-up; the ratios are median step times (lab / hand,
+and DReG / IWAE: issue 31 D's goal is iwae_dreg within 1.15x an iwae step).
 
-    python experiments/deep_lvm/speed.py [--device cuda] [--quick]
+    python experiments/deep_lvm/speed.py [--device cuda] [--quick] [--particles 5 50]
 
 writes ``speed.md`` and ``speed.json`` beside this file (or ``--output DIR``).
 """
@@ -32,11 +33,13 @@ from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 from pyro_elbo_lab.devices import resolve_device
 from pyro_elbo_lab.registry import guides, models, objectives
 
-LATENT, HIDDEN, BATCH, PARTICLES, LEARNING_RATE = 50, [200, 200], 100, 50, 1e-3
+LATENT, HIDDEN, BATCH, LEARNING_RATE = 50, [200, 200], 100, 1e-3
 
 
-def lab_step(device: torch.device, name: str, compile_step: bool) -> Callable[[], None]:
-    """One SVI step of objective ``name`` (K = 50, per datapoint) on the vae model."""
+def lab_step(
+    device: torch.device, name: str, compile_step: bool, particles: int
+) -> Callable[[], None]:
+    """One SVI step of objective ``name`` (K ``particles``, per datapoint) on the vae model."""
     pyro.clear_param_store()
     model = models.build(
         "vae", latent_dim=LATENT, hidden=HIDDEN, num_train=4000, num_heldout=0,
@@ -45,14 +48,14 @@ def lab_step(device: torch.device, name: str, compile_step: bool) -> Callable[[]
     guide = guides.build("amortized", model, hidden=HIDDEN)
     options = {"compile": True} if compile_step else {}
     objective = objectives.build(
-        name, num_particles=PARTICLES, per_datapoint=True, max_plate_nesting=1, **options
+        name, num_particles=particles, per_datapoint=True, max_plate_nesting=1, **options
     )
     svi = SVI(model, guide, Adam({"lr": LEARNING_RATE}), objective)
     return lambda: svi.step(model.train_data)
 
 
-def handwritten_iwae_step(device: torch.device) -> Callable[[], None]:
-    """The same IWAE-50 step written directly in PyTorch (the benchmark's reference)."""
+def handwritten_iwae_step(device: torch.device, particles: int) -> Callable[[], None]:
+    """The same IWAE-K step written directly in PyTorch (the benchmark's reference)."""
     model = models.build(
         "vae", latent_dim=LATENT, hidden=HIDDEN, num_train=4000, num_heldout=0,
         subsample_size=BATCH, device=str(device),
@@ -67,7 +70,7 @@ def handwritten_iwae_step(device: torch.device) -> Callable[[], None]:
         rows = data[torch.randperm(data.shape[0], device=device)[:BATCH]]
         loc, raw_scale = encoder(rows).chunk(2, dim=-1)
         scale = softplus(raw_scale)
-        noise = torch.randn((PARTICLES, *loc.shape), device=device)
+        noise = torch.randn((particles, *loc.shape), device=device)
         z = loc + scale * noise
         logits = decoder(z)
         log_likelihood = -binary_cross_entropy_with_logits(
@@ -76,7 +79,7 @@ def handwritten_iwae_step(device: torch.device) -> Callable[[], None]:
         log_prior = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
         log_guide = (-0.5 * (noise.pow(2) + math.log(2 * math.pi)) - scale.log()).sum(-1)
         log_weights = log_likelihood + log_prior - log_guide
-        bound = (log_weights.logsumexp(0) - math.log(PARTICLES)).sum() * scale_factor
+        bound = (log_weights.logsumexp(0) - math.log(particles)).sum() * scale_factor
         optimiser.zero_grad()
         (-bound).backward()
         optimiser.step()
@@ -104,34 +107,55 @@ def median_step_seconds(step: Callable[[], None], repeats: int, device: torch.de
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true", help="few repeats (a smoke run)")
-    parser.add_argument("--output", type=Path, default=Path(__file__).parent)
-    args = parser.parse_args()
-    device = resolve_device(args.device)
-    warmup, repeats, rounds = (2, 3, 1) if args.quick else (10, 20, 5)
-    candidates = {
-        "hand-written PyTorch IWAE": lambda: handwritten_iwae_step(device),
-        "lab iwae (eager)": lambda: lab_step(device, "iwae", False),
-        "lab iwae (compile=true)": lambda: lab_step(device, "iwae", True),
-        "lab iwae_dreg (eager)": lambda: lab_step(device, "iwae_dreg", False),
-        "lab rws_dreg (eager)": lambda: lab_step(device, "rws_dreg", False),
+HAND, IWAE = "hand-written PyTorch IWAE", "lab iwae (eager)"
+
+
+def candidates(device: torch.device, particles: int) -> dict[str, Callable[[], Callable[[], None]]]:
+    """The steps timed at K = ``particles``, by name (builders, so each starts fresh)."""
+    return {
+        HAND: lambda: handwritten_iwae_step(device, particles),
+        IWAE: lambda: lab_step(device, "iwae", False, particles),
+        "lab iwae (compile=true)": lambda: lab_step(device, "iwae", True, particles),
+        "lab iwae_dreg (eager)": lambda: lab_step(device, "iwae_dreg", False, particles),
+        "lab rws_dreg (eager)": lambda: lab_step(device, "rws_dreg", False, particles),
     }
+
+
+def time_steps(
+    builders: dict[str, Callable[[], Callable[[], None]]],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    rounds: int,
+) -> dict[str, float]:
+    """Median seconds per step of each candidate, over interleaved rounds (drifts of the
+    machine hit every candidate alike)."""
     steps = {}
-    for name, build in candidates.items():
+    for name, build in builders.items():
         pyro.set_rng_seed(0)
         steps[name] = build()
         for _ in range(warmup):
             steps[name]()
-    # interleaved rounds, so drifts of the machine hit every candidate alike
-    times: dict[str, list[float]] = {name: [] for name in candidates}
+    times: dict[str, list[float]] = {name: [] for name in builders}
     for _ in range(rounds):
         for name, step in steps.items():
             times[name].append(median_step_seconds(step, repeats, device))
-    seconds = {name: statistics.median(values) for name, values in times.items()}
-    reference = seconds["hand-written PyTorch IWAE"]
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="few repeats (a smoke run)")
+    parser.add_argument("--particles", type=int, nargs="+", default=[5, 50])
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    warmup, repeats, rounds = (2, 3, 1) if args.quick else (10, 20, 5)
+    seconds = {
+        particles: time_steps(candidates(device, particles), device, warmup, repeats, rounds)
+        for particles in args.particles
+    }
     machine = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -141,7 +165,7 @@ def main() -> None:
         "setting": {
             "model": f"vae latent {LATENT}, decoder tanh {HIDDEN}, encoder ReLU {HIDDEN}",
             "batch": BATCH,
-            "particles": PARTICLES,
+            "particles": args.particles,
             "optimiser": f"Adam lr {LEARNING_RATE}",
             "device": str(device),
             "machine": machine,
@@ -150,14 +174,24 @@ def main() -> None:
             "rounds": rounds,
             "repeats_per_round": repeats,
         },
-        "step_ms": {name: 1000 * value for name, value in seconds.items()},
-        "ratio_to_handwritten": {name: value / reference for name, value in seconds.items()},
+        "step_ms": {
+            str(k): {name: 1000 * value for name, value in times.items()}
+            for k, times in seconds.items()
+        },
+        "ratio_to_handwritten": {
+            str(k): {name: value / times[HAND] for name, value in times.items()}
+            for k, times in seconds.items()
+        },
+        "ratio_to_lab_iwae": {
+            str(k): {name: value / times[IWAE] for name, value in times.items()}
+            for k, times in seconds.items()
+        },
     }
     args.output.mkdir(parents=True, exist_ok=True)
     suffix = "" if device.type == "cpu" else f"_{device.type}"
     (args.output / f"speed{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
-        f"# VAE step cost, K = {PARTICLES} ({machine})",
+        f"# VAE step cost, K = {' and '.join(map(str, args.particles))} ({machine})",
         "",
         "Command: `python experiments/deep_lvm/speed.py"
         + (" --quick" if args.quick else "")
@@ -165,11 +199,13 @@ def main() -> None:
         "",
         *[f"- {key}: {value}" for key, value in results["setting"].items()],
         "",
-        "| step | median ms | × hand-written |",
-        "|---|---|---|",
+        "| K | step | median ms | × hand-written | × lab iwae |",
+        "|---|---|---|---|---|",
         *[
-            f"| {name} | {1000 * seconds[name]:.1f} | {seconds[name] / reference:.2f} |"
-            for name in candidates
+            f"| {k} | {name} | {1000 * value:.1f} | {value / times[HAND]:.2f} "
+            f"| {value / times[IWAE]:.2f} |"
+            for k, times in seconds.items()
+            for name, value in times.items()
         ],
     ]
     (args.output / f"speed{suffix}.md").write_text("\n".join(lines) + "\n")

@@ -1,10 +1,13 @@
 """Verdicts on the five papers' claims, from the records of ``run.sh``'s sweeps.
 
 For each claim "A beats B" the seed-paired difference of the test log-likelihood per image
-(exact for the sbn, IWAE-5000 for the vae) is summarised by its mean and a 95% paired-t
-interval (n − 1 degrees of freedom): **reproduced** when the interval is above zero,
-**reversed** when below, **within noise** otherwise. Rainforth et al.'s claim is read
-from ``experiments/gradient_snr/results.json`` (slopes with bootstrap intervals).
+(exact for the sbn, IWAE-K for the vae, K named in the records) is summarised by its mean
+and a 95% paired-t interval (n − 1 degrees of freedom): **reproduced** when the interval
+is above zero, **reversed** when below, **within noise** otherwise. Rainforth et al.'s
+claim is read from ``experiments/gradient_snr/results.json`` (slopes with bootstrap
+intervals). Claims across studies (dynamic binarisation, the two-layer model) pair one
+method's seeds in two sweep directories. The wall time of every study is split into
+fitting, anytime checkpoints and the final evaluation, from the records.
 
     python experiments/deep_lvm/verdicts.py [DIR]     (default: experiments/deep_lvm)
 
@@ -87,8 +90,21 @@ CLAIMS = [
 STUDIES = {
     "vae_equal_steps": ("vae", VAE, "equal steps (Burda's protocol; K=50 costs 50x K=1)"),
     "vae_equal_evals": ("vae", VAE, "equal model evaluations (K x steps fixed)"),
+    "vae_dynamic": ("vae", VAE, "equal steps, training images binarised afresh each step"),
+    "vae_two_layer": ("vae", VAE, "equal steps, Burda's two-layer model and encoder"),
     "sbn": ("sbn", SBN, "equal model evaluations (K x steps fixed)"),
 }
+#: (paper, claim, method, better study, worse study): one method, two settings, paired seeds
+CROSS_CLAIMS = [
+    ("Burda et al. 2016", "dynamic binarisation beats one sampled draw (VAE)", "vae_k1",
+     "vae_dynamic", "vae_equal_steps"),
+    ("Burda et al. 2016", "dynamic binarisation beats one sampled draw (IWAE k=5)", "iwae_k5",
+     "vae_dynamic", "vae_equal_steps"),
+    ("Burda et al. 2016", "two stochastic layers beat one (VAE)", "vae_k1", "vae_two_layer",
+     "vae_equal_steps"),
+    ("Burda et al. 2016", "two stochastic layers beat one (IWAE k=5)", "iwae_k5",
+     "vae_two_layer", "vae_equal_steps"),
+]  # fmt: skip
 
 
 def headline(record: dict, metric: str | None = None) -> float:
@@ -124,7 +140,7 @@ def verdict(low: float, high: float) -> str:
 
 def study_table(records: list[dict], methods: dict[str, Method]) -> tuple[list[str], dict]:
     lines = [
-        "| method | seeds | test LL/image [95% CI] | exact − IWAE-5000 | train bound − test LL "
+        "| method | seeds | test LL/image [95% CI] | exact − IWAE | train bound − test LL "
         "| active units | model evals | fit seconds |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -151,6 +167,31 @@ def study_table(records: list[dict], methods: dict[str, Method]) -> tuple[list[s
             f"{average('wall_time_s', 'fit'):.0f} |"
         )
     return lines, summary
+
+
+def claim_row(
+    paper: str, claim: str, study: str, first: dict, second: dict, metric: str | None = None
+) -> dict | None:
+    """The seed-paired verdict on "``first`` beats ``second``" (records by seed)."""
+    seeds = sorted(set(first) & set(second))
+    if not seeds:
+        return None
+    differences = [headline(first[s], metric) - headline(second[s], metric) for s in seeds]
+    mean, low, high = paired_interval(differences)
+    return {"paper": paper, "claim": claim, "study": study, "difference": mean,
+            "ci95": [low, high], "verdict": verdict(low, high), "seeds": seeds}  # fmt: skip
+
+
+def wall_time_split(records: list[dict]) -> dict[str, float]:
+    """Seconds of a study's runs spent fitting (the budget's clock, checkpoints excluded),
+    in anytime checkpoints and in the final evaluation."""
+    ok = [r for r in records if r["status"] == "ok"]
+    return {
+        "runs": len(ok),
+        "fitting": sum(r["fit"]["wall_time_s"] for r in ok),
+        "checkpoints": sum(r["fit"].get("checkpoint_time_s") or 0.0 for r in ok),
+        "evaluation": sum(r.get("evaluation_time_s") or 0.0 for r in ok),
+    }
 
 
 def main() -> None:
@@ -187,21 +228,30 @@ def main() -> None:
                 continue
             first = by_seed(records_of[study], methods[better])
             second = by_seed(records_of[study], methods[worse])
-            seeds = sorted(set(first) & set(second))
-            if not seeds:
-                continue
-            differences = [
-                headline(first[s], *metric) - headline(second[s], *metric) for s in seeds
-            ]
-            mean, low, high = paired_interval(differences)
-            said = verdict(low, high)
-            results["claims"].append(
-                {"paper": paper, "claim": claim, "study": study, "difference": mean,
-                 "ci95": [low, high], "verdict": said}
-            )  # fmt: skip
-            lines.append(
-                f"| {paper} | {claim} | {study} | {mean:+.2f} [{low:+.2f}, {high:+.2f}] | {said} |"
-            )
+            row = claim_row(paper, claim, study, first, second, *metric)
+            if row is not None:
+                results["claims"].append(row)
+    for paper, claim, key, better, worse in CROSS_CLAIMS:
+        if better in records_of and worse in records_of:
+            method = VAE[key]
+            first, second = by_seed(records_of[better], method), by_seed(records_of[worse], method)
+            row = claim_row(paper, claim, f"{better} vs {worse}", first, second)
+            if row is not None:
+                results["claims"].append(row)
+    lines += [
+        f"| {c['paper']} | {c['claim']} | {c['study']} | {c['difference']:+.2f} "
+        f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}] | {c['verdict']} |"
+        for c in results["claims"]
+    ]
+    results["wall_time_s"] = {study: wall_time_split(runs) for study, runs in records_of.items()}
+    lines += ["", "## Wall time (summed over each study's runs, seconds)", "",
+              "| study | runs | fitting | anytime checkpoints | final evaluation |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        f"| {study} | {split['runs']} | {split['fitting']:.0f} | {split['checkpoints']:.0f} "
+        f"| {split['evaluation']:.0f} |"
+        for study, split in results["wall_time_s"].items()
+    ]
     if SNR_RESULTS.is_file():
         snr = json.loads(SNR_RESULTS.read_text())
         lines += ["", "Rainforth et al. 2018 (gradient SNR against K, "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issues 29 E and 30 F: verdicts at convergence, and the cost of arriving.
 #   bash experiments/reference_posteriors/run_converged.sh [OUTPUT_DIR]
-#   (default: experiments/reference_posteriors/converged; QUICK=1: two posteriors)
+#   (default: experiments/reference_posteriors/converged; QUICK=1: two posteriors;
+#   POSTERIORS="kidiq earnings ...": those posteriors only)
 # 1. optimum/: each Gaussian family's optimum per posterior, SAA to a symmetrised KL of
 #    1e-4 between successive M (up to 4,096 draws), with 10,000 of its draws written.
 # 2. each optimum's draws become a reference (optimum_reference.py), so that every W1
@@ -21,7 +22,7 @@ here=$(dirname "$0")
 if [ "${QUICK:-0}" = 1 ]; then
   posteriors=(kidiq garch11) seeds=0 evals=1000
 else
-  posteriors=(eight_schools kidiq kidiq_interaction earnings mesquite nes sblrc diamonds ark arma11 garch11 gp_pois_regr)
+  read -ra posteriors <<< "${POSTERIORS:-eight_schools kidiq kidiq_interaction earnings mesquite nes sblrc diamonds ark arma11 garch11 gp_pois_regr}"
   seeds=0,1,2 evals=10000
 fi
 list=$(IFS=,; echo "${posteriors[*]}")
