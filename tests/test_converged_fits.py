@@ -269,3 +269,14 @@ def test_a_starting_gaussian_reports_what_it_cost():
         "gradient_evals": 9,
         "note": "a note",
     }
+
+
+def test_round_off_creep_at_a_noiseless_optimum_is_arrived_and_a_slow_descent_is_not():
+    """STL or DReG at the exact posterior: the iterates creep by ~1e-7 with no spread, which
+    R-hat alone reads as drift; a steady descent of 1e-2 over the window is drift."""
+    creep, descent = IterateCertificate(), IterateCertificate()
+    for step in range(400):
+        creep.observe([torch.tensor([0.5 + 1e-9 * step, -1.2])], loss=57.38 + 1e-9 * step)
+        descent.observe([torch.tensor([0.5 - 1e-4 * step, -1.2])], loss=57.38)
+    assert creep.verdict().converged is True
+    assert descent.verdict().converged is False
