@@ -142,9 +142,7 @@ class IterateCertificate:
         losses = torch.tensor(self.losses[-2 * half :], dtype=torch.float64)[:, None]
         finite = losses.isfinite().all()
         parameter_rhat = float(_rhat_beyond_drift(iterates[:half], iterates[half:]).max())
-        loss_rhat = (
-            float(_rhat_beyond_drift(losses[:half], losses[half:]).max()) if finite else 1.0
-        )
+        loss_rhat = float(_rhat_beyond_drift(losses[:half], losses[half:]).max()) if finite else 1.0
         statistic = max(parameter_rhat, loss_rhat)
         converged = statistic < RHAT_THRESHOLD
         message = (
