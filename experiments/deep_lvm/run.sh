@@ -41,13 +41,16 @@ elbo-lab "${vae[@]}" "${budget[@]}" objective=trace seed=$seeds \
 elbo-lab "${vae[@]}" "${budget[@]}" "${iw[@]}" seed=$seeds resume="$out/vae_equal_evals"
 # (c) Burda's dynamic binarisation (each training image drawn afresh every time a step
 #     uses it) against (a)'s single draw, equal steps: the VAE and IWAE k = 5.
-elbo-lab "${vae[@]}" steps=$vae_steps model.binarization=dynamic objective=trace,iwae \
-  objective.num_particles=5 seed=$seeds resume="$out/vae_dynamic"
+dynamic=("${vae[@]}" steps=$vae_steps model.binarization=dynamic resume="$out/vae_dynamic")
+elbo-lab "${dynamic[@]}" objective=trace seed=$seeds
+elbo-lab "${dynamic[@]}" objective=iwae objective.num_particles=5 seed=$seeds
 # (d) Burda's two-layer model, z' -> z -> x (latents 20 and 10, tanh layers of 100 and 50),
 #     with its bottom-up encoder q(z|x) q(z'|z), equal steps: the VAE and IWAE k = 5.
 two_layer=(model.top_latent_dim=10 model.top_hidden=[50] guide.chain=true)
-elbo-lab "${vae[@]}" "${two_layer[@]}" steps=$vae_steps objective=trace,iwae \
-  objective.num_particles=5 seed=$seeds resume="$out/vae_two_layer"
+elbo-lab "${vae[@]}" "${two_layer[@]}" steps=$vae_steps objective=trace seed=$seeds \
+  resume="$out/vae_two_layer"
+elbo-lab "${vae[@]}" "${two_layer[@]}" steps=$vae_steps objective=iwae objective.num_particles=5 \
+  seed=$seeds resume="$out/vae_two_layer"
 # SBN: H = 10 binary latents (exact log p(x) over 1,024 states), affine decoder, encoder with
 # one 200-unit layer; equal model evaluations; Adam 3e-3 untuned; per-datapoint bounds.
 sbn=(model=sbn model.num_latents=10 model.num_train=4500 model.num_heldout=500

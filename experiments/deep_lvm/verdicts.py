@@ -52,7 +52,7 @@ class Method:
 
 
 VAE = {
-    "vae_k1": Method("VAE (trace, k=1)", "trace"),
+    "vae_k1": Method("VAE (trace, k=1)", "trace", 1),
     "iwae_k5": Method("IWAE k=5", "iwae", 5),
     "iwae_k50": Method("IWAE k=50", "iwae", 50),
     "dreg_k5": Method("IWAE-DReG k=5", "iwae_dreg", 5),
