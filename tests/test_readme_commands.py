@@ -101,11 +101,6 @@ def _shell(command: str, cwd: Path, timeout: float) -> subprocess.CompletedProce
     )  # fmt: skip
 
 
-#: one worker runs this file in order: later commands use what earlier ones wrote, and the
-#: main sweep (a module fixture) runs once
-pytestmark = pytest.mark.xdist_group("readme")
-
-
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("readme")
