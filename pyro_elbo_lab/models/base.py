@@ -136,11 +136,20 @@ class LatentVariableModel(abc.ABC):
             rows = torch.arange(data.shape[0], device=data.device)
             return pyro.plate(self.data_plate, self.train_data.shape[0], subsample=rows, dim=-1)
         num = data.shape[0]
+        rows = self.minibatch_rows(num, data.device)
+        if rows is None:
+            return pyro.plate(self.data_plate, num, dim=-1)
+        return pyro.plate(self.data_plate, num, subsample=rows, dim=-1)
+
+    def minibatch_rows(self, num: int, device: torch.device) -> torch.Tensor | None:
+        """One minibatch's row indices among ``num`` rows (None: all of them), drawn with
+        replacement (``randint``, O(batch)) or as a subset (``randperm``, Pyro's draw)."""
         size = self.subsample_size if self.subsample_size and self.subsample_size < num else None
-        if size is None or not self.subsample_with_replacement:
-            return pyro.plate(self.data_plate, num, subsample_size=size, dim=-1)
-        index = torch.randint(num, (size,), device=data.device)
-        return pyro.plate(self.data_plate, num, subsample=index, dim=-1)
+        if size is None:
+            return None
+        if self.subsample_with_replacement:
+            return torch.randint(num, (size,), device=device)
+        return torch.randperm(num, device=device)[:size]
 
     def step_data(self) -> torch.Tensor:
         """The data one training step sees: :attr:`train_data` (its plate subsamples), or,

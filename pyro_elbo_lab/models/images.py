@@ -107,16 +107,9 @@ class BinarisedImageModel(LatentVariableModel):
         plate draws them), each binarised afresh from its grey values; else the training set."""
         if self.train_grey is None:
             return super().step_data()
-        num = self.train_grey.shape[0]
-        size = min(self.subsample_size or num, num)
-        device = self.train_grey.device
-        if size == num:
-            rows = torch.arange(num, device=device)
-        elif self.subsample_with_replacement:
-            rows = torch.randint(num, (size,), device=device)
-        else:
-            rows = torch.randperm(num, device=device)[:size]
-        self._step_minibatch = torch.bernoulli(self.train_grey[rows])
+        rows = self.minibatch_rows(self.train_grey.shape[0], self.train_grey.device)
+        grey = self.train_grey if rows is None else self.train_grey[rows]
+        self._step_minibatch = torch.bernoulli(grey)
         return self._step_minibatch
 
     @property
