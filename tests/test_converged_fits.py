@@ -13,11 +13,18 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal, init_to_value
 from torch.distributions import kl_divergence
 
+from pyro_elbo_lab.engine.unconstrained import UnconstrainedDensity
 from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.evaluation.exact_kl import guide_gaussian
-from pyro_elbo_lab.fitters.certificate import IterateCertificate, split_rhat
-from pyro_elbo_lab.fitters.start import StartingGaussian, starting_gaussian
+from pyro_elbo_lab.fitters.certificate import (
+    ARRIVAL_TOLERANCE_SD,
+    IterateCertificate,
+    split_rhat,
+)
+from pyro_elbo_lab.fitters.pathfinder import Pathfinder
+from pyro_elbo_lab.fitters.start import INFORMING_PAIRS, StartingGaussian, starting_gaussian
 from pyro_elbo_lab.guides.coordinates import AffineCoordinates, precondition_guide
+from pyro_elbo_lab.guides.marginals import guide_marginals
 from pyro_elbo_lab.guides.start import start_guide, write_gaussian
 from pyro_elbo_lab.lab import run
 from pyro_elbo_lab.lab.report import NOT_CONVERGED, Comparison
@@ -192,18 +199,21 @@ def test_the_certificate_flags_a_fit_stopped_early_and_passes_an_arrived_one(com
                                "optim.optim_args.lr=0.005"))  # fmt: skip
     assert arrived["fit"]["converged"] is True and arrived["metrics"]["kl_to_posterior"] < 1e-3
     assert early["fit"]["converged"] is False and early["metrics"]["kl_to_posterior"] > 0.05
-    assert "R-hat" in early["fit"]["certificate"]["message"]
+    assert "marginal drift" in early["fit"]["certificate"]["message"]
 
 
 @pytest.mark.slow
 def test_averaging_a_certified_fit_removes_its_noise_floor(compose_config):
     """Trace_ELBO at a fixed step (0.05) circles the optimum: its last iterate keeps a
-    KL of ~0.1 (measured 0.129, 0.083, 0.106 on three seeds), the average over the last
-    half sits at the optimum (measured 0.0008, 0.0010, 0.0004)."""
+    KL of ~0.1 and lies well outside the certificate's tolerance of its window's average,
+    so it is not certified; kept averaged, the same run is certified and its average
+    sits at the optimum (KL measured in the docstring's companion run below)."""
     overrides = ("model=normal_normal", "steps=3000", "optim.optim_args.lr=0.05")
     last = run(compose_config(*overrides))
     averaged = run(compose_config(*overrides, "convergence.average_iterates=true"))
-    assert last["fit"]["converged"] and averaged["fit"]["averaged_iterates"]
+    assert last["fit"]["converged"] is False
+    assert "final iterate" in last["fit"]["certificate"]["message"]
+    assert averaged["fit"]["converged"] and averaged["fit"]["averaged_iterates"]
     assert averaged["metrics"]["kl_to_posterior"] < 0.1 * last["metrics"]["kl_to_posterior"]
 
 
@@ -280,3 +290,161 @@ def test_round_off_creep_at_a_noiseless_optimum_is_arrived_and_a_slow_descent_is
         descent.observe([torch.tensor([0.5 - 1e-4 * step, -1.2])], loss=57.38)
     assert creep.verdict().converged is True
     assert descent.verdict().converged is False
+
+
+@pytest.mark.parametrize("precondition", ["none", "diagonal", "full"])
+@pytest.mark.parametrize("family", ["normal", "mvn", "lowrank_mvn", "student_t"])
+def test_a_guides_marginals_are_its_distributions_in_the_models_coordinates(family, precondition):
+    """The certificate's marginals (means, sds) are those of the guide's distribution over
+    the unconstrained latents, whitened or not; families without them give None."""
+    model = models.build("kidiq")
+    start = starting_gaussian(model, "laplace")
+    guide = guides.build(family, model)
+    guide(model.train_data)
+    if precondition == "full" and family in ("normal", "lowrank_mvn"):
+        return  # refused (test above)
+    if family != "student_t" or precondition != "none":
+        start_guide(guide, start, precondition)
+    marginals = guide_marginals(guide)
+    if family == "student_t" and precondition == "none":
+        assert marginals is None  # its marginal sd needs the degrees of freedom: R-hat
+        return
+    draws = torch.stack([_flat_latents(guide) for _ in range(4000)]).double()
+    sd = draws.std(0)
+    torch.testing.assert_close(marginals[0], draws.mean(0), atol=float(5 * sd.max() / 63), rtol=0)
+    torch.testing.assert_close(marginals[1], sd, rtol=0.1, atol=0)
+    if family != "student_t":  # Gaussian: the start's own marginals, exactly
+        expected = start.covariance.diagonal().sqrt()
+        torch.testing.assert_close(marginals[1], expected, rtol=2e-3, atol=1e-7)
+
+
+def _flat_latents(guide) -> torch.Tensor:
+    """One draw of the guide over the unconstrained latents, flattened in site order."""
+    with torch.no_grad():
+        trace = pyro.poutine.trace(guide).get_trace()
+    names = [name for name, _ in guide.prototype_trace.iter_stochastic_nodes()]
+    pieces = []
+    for name in names:
+        site = guide.prototype_trace.nodes[name]
+        value = trace.nodes[name]["value"]
+        pieces.append(torch.distributions.biject_to(site["fn"].support).inv(value).reshape(-1))
+    return torch.cat(pieces)
+
+
+def test_flows_have_no_closed_form_marginals():
+    model = models.build("kidiq")
+    guide = guides.build("flow", model)
+    guide(model.train_data)
+    assert guide_marginals(guide) is None
+
+
+def _marginal_stream(drift_sd: float, noise_sd: float, correlation: float, steps: int = 4000):
+    """A certificate that watched a guide whose marginals (means; sds 2) move by
+    ``drift_sd`` sd over ``steps`` steps, with AR(1) noise of stationary sd ``noise_sd`` sd
+    and the given step-to-step ``correlation`` (Adam's iterates: close to 1)."""
+    generator = torch.Generator().manual_seed(1)
+    watch, noise = IterateCertificate(), torch.zeros(3, dtype=torch.float64)
+    innovation = 2.0 * noise_sd * (1 - correlation**2) ** 0.5
+    state = {"step": 0}
+    watch.marginals = lambda: torch.stack(
+        [noise + 2.0 * drift_sd * state["step"] / steps, torch.full((3,), 2.0).double()]
+    )
+    for step in range(steps):
+        state["step"] = step
+        noise.mul_(correlation).add_(innovation * torch.randn(3, generator=generator).double())
+        watch.observe([noise.clone()], loss=1.0 + 1e-3 * float(torch.randn(1, generator=generator)))
+    return watch
+
+
+def test_the_marginal_certificate_passes_quiet_autocorrelated_noise_and_flags_a_move():
+    """Around a fixed point, AR(1) noise of 0.01 sd with correlation 0.99 gives the raw
+    iterates a split R-hat far above 1.1, but the window's half-averages and its final
+    iterate stay within ARRIVAL_TOLERANCE_SD: arrived. A steady move of 0.5 sd over the
+    run (the half-averages of the last quarter 0.0625 sd apart) is not."""
+    still = _marginal_stream(drift_sd=0.0, noise_sd=0.01, correlation=0.99)
+    moving = _marginal_stream(drift_sd=0.5, noise_sd=0.0, correlation=0.99)
+    kept = torch.stack(still.snapshots)
+    quarter = kept[-len(kept) // 4 :]
+    assert float(split_rhat(quarter[: len(quarter) // 2], quarter[len(quarter) // 2 :]).max()) > 1.1
+    assert still.verdict().converged is True
+    assert still.verdict().statistic < ARRIVAL_TOLERANCE_SD
+    assert "marginal drift" in still.verdict().message
+    assert moving.verdict().converged is False
+    assert moving.verdict().statistic > ARRIVAL_TOLERANCE_SD
+
+
+def test_a_noisy_last_iterate_is_not_certified_unless_the_average_is_kept():
+    """Fast-mixing noise of 0.1 sd: the window's average has arrived, the last iterate is
+    0.1 sd or more from it. Kept as is, the fit is not certified; averaged, it is."""
+    noisy = _marginal_stream(drift_sd=0.0, noise_sd=0.1, correlation=0.5)
+    assert noisy.verdict().converged is False
+    assert "final iterate" in noisy.verdict().message
+    assert noisy.verdict(averaged=True).converged is True
+
+
+def test_the_unconstrained_density_ignores_the_guides_current_gaussian():
+    """log p~(u) = log p(x, T(u)) + log|det J|: a Gaussian fitter's guide may be far
+    narrower than the distance to u (BaM's state on arma11), which once cancelled log p to
+    0 in float32. beta_bernoulli's T is the sigmoid, so log p~ is known by hand."""
+    model = models.build("beta_bernoulli")
+    density = UnconstrainedDensity(model.model, (model.train_data,), max_plate_nesting=1)
+    points = torch.tensor([[-3.0], [0.0], [0.4], [5.0]])
+    before = density.log_density(points)
+    with torch.no_grad():
+        density.guide.loc.fill_(40.0)
+        density.guide.scale.fill_(1e-12)
+    probability = torch.sigmoid(points[:, 0].double())
+    prior = dist.Beta(torch.tensor(float(model.prior_a)).double(), float(model.prior_b))
+    data = model.train_data.double().reshape(-1)
+    expected = (
+        prior.log_prob(probability)
+        + dist.Bernoulli(probability[:, None]).log_prob(data).sum(-1)
+        + torch.log(probability * (1 - probability))
+    )
+    torch.testing.assert_close(density.log_density(points).double(), expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(density.log_density(points), before)
+
+
+#: arma11's unconstrained (mu, phi, theta, log sigma) at a prior median where |theta| > 1:
+#: the ARMA errors explode, log p~ is -2e24 and its gradient 7e26
+EXPLODING_ARMA11_POINT = [-2.198, -0.246, -1.138, 1.314]
+
+
+def test_pathfinder_leaves_a_point_where_the_density_explodes_and_learns_the_curvature():
+    """Its first curvature pair there scales the L-BFGS direction to ~1e-27 g, so no step
+    along it decreases -log p; the path forgets that history and goes on by steepest
+    descent, instead of stopping there with the uninformed Gaussian BaM then started from
+    (170 sd off). Its best Gaussian's sds come within a factor of 3 of Laplace's (an
+    ELBO estimate from 5 draws picks it; the uninformed one is 20x to 1e12x off)."""
+    pyro.set_rng_seed(0)
+    model = models.build("arma11")
+    with pyro.get_param_store().scope():
+        guide = AutoMultivariateNormal(model.model)
+        guide(model.train_data)
+        with torch.no_grad():
+            guide.loc.copy_(torch.tensor(EXPLODING_ARMA11_POINT))
+        path = Pathfinder(model, guide, init_radius=None)
+        for _ in range(1000):
+            if path.converged:
+                break
+            path.step()
+        mode = starting_gaussian(model, "laplace")
+    sds = mode.covariance.diagonal().sqrt()
+    assert path.best_pairs >= INFORMING_PAIRS
+    assert float(((path.state.mean - mode.mean).abs() / sds).max()) < 1.0
+    assert float((path.state.covariance.diagonal().sqrt() / sds).log().abs().max()) < math.log(3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_laplace_start_of_arma11_is_at_its_mode(seed):
+    """Where L-BFGS stalls short of the mode (a Newton decrement of 1 or more), the start
+    goes on from Pathfinder's mean: the Newton decrement at the start is below 0.01."""
+    pyro.set_rng_seed(seed)
+    start = starting_gaussian(models.build("arma11"), "laplace")
+    assert "Newton decrement" not in start.note, start.note
+
+
+def test_pathfinder_optimises_no_objective_so_its_certificate_is_unknown(compose_config):
+    record = run(compose_config("model=kidiq", "fitter=pathfinder", "steps=200"))
+    assert record["fit"]["converged"] is None
+    assert "optimises no objective" in record["fit"]["certificate"]["message"]

@@ -139,6 +139,13 @@ class UnconstrainedDensity:
                 guide_values=template,
             )
         self.evaluations += count
-        latent = weights.guide_trace.nodes[self.latent_site]
-        log_q_latent = latent["fn"].log_prob(latent["value"]).reshape(count)
-        return weights.log_weights + log_q_latent
+        # log p~(u) = log p(x, T(u)) + log|det dT/du|: the guide's deterministic sites carry
+        # -log|det| as their log density. Not log w + log q(u): with the guide's current
+        # Gaussian far narrower than the distance to u (a fitter's collapsed state), log q(u)
+        # reaches -1e27 and float32 cancels log p(x, T(u)) to 0 (arma11 under BaM and GSM)
+        inverse_jacobian = sum(
+            site["scale"] * site["log_prob"].reshape(count, -1).sum(-1)
+            for name, site in weights.guide_trace.nodes.items()
+            if site["type"] == "sample" and name != self.latent_site
+        )
+        return weights.log_p - inverse_jacobian

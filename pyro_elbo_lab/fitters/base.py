@@ -24,6 +24,10 @@ class Fitter(abc.ABC):
     #: whether the fitter's path is deterministic, so that its own stopping rule (a
     #: tolerance) certifies arrival; else the iterates' stationarity does
     deterministic: ClassVar[bool] = False
+    #: why no certificate can say the fit arrived, for a fitter that optimises no
+    #: objective to a fixed point (Pathfinder keeps the best of its path's Gaussians):
+    #: the record's certificate is then "unknown" with this reason; None otherwise
+    uncertifiable: ClassVar[str | None] = None
 
     @abc.abstractmethod
     def step(self) -> float:

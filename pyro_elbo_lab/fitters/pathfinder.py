@@ -111,6 +111,10 @@ class Pathfinder(GaussianFitter):
 
     name = "pathfinder"
     deterministic = True
+    uncertifiable = (
+        "Pathfinder keeps the best Gaussian along its L-BFGS path(s) by an ELBO estimate "
+        "(resampled across paths): it optimises no objective to a fixed point"
+    )
 
     def __init__(
         self,
@@ -160,6 +164,10 @@ class Pathfinder(GaussianFitter):
         self.position, self.value, self.gradient = self._evaluate(start)
         self.alpha = torch.ones_like(start)
         self.best_elbo = -float("inf")
+        #: curvature pairs this path had taken when its best Gaussian was found: 0 means
+        #: that Gaussian's covariance is the uninformed initial one (a path that starts at
+        #: the mode takes no step)
+        self.best_pairs = self.pairs_seen = 0
         self.restarted = False
         self._consider()
 
@@ -182,7 +190,7 @@ class Pathfinder(GaussianFitter):
         log_density = self.density.log_density(draws.float()).double()
         elbo = float((log_density - proposal.log_prob(draws)).mean())
         if elbo > self.best_elbo:
-            self.best_elbo = elbo
+            self.best_elbo, self.best_pairs = elbo, self.pairs_seen
             self.accept(proposal)
 
     def step(self) -> float:
@@ -242,6 +250,14 @@ class Pathfinder(GaussianFitter):
                 break
             step_length /= 2
         else:
+            if self.history:  # a quasi-Newton direction no step along which decreases f:
+                # a history poisoned by a pair from where the density explodes (arma11's
+                # prior median has |theta| > 1: gradient 7e26, so the direction is ~1e-27 g);
+                # forget it and retry from steepest descent before calling it converged
+                self.history.clear()
+                self.alpha = torch.ones_like(self.alpha)
+                self.pairs_seen = 0
+                return self.value
             self.converged = "line search found no decrease"
             return self.value
         s, y = point - self.position, gradient - self.gradient
@@ -249,6 +265,7 @@ class Pathfinder(GaussianFitter):
         if float(y @ s) > _CURVATURE_EPSILON * float(y.norm()):
             self.alpha = update_diagonal(self.alpha, s, y)
             self.history.append((s, y))
+            self.pairs_seen += 1
         self.position, self.value, self.gradient = point, value, gradient
         self._consider()
         if change >= self.tolerance:

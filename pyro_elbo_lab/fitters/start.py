@@ -43,6 +43,11 @@ INIT_METHODS = ("median", "map", "laplace", "pathfinder")
 LAPLACE_MAX_DIM = 300
 #: Hessian eigenvalues below this fraction of the largest are raised to it
 MIN_CURVATURE = 1e-8
+#: L-BFGS curvature pairs a Pathfinder Gaussian needs before it serves as a start: a path
+#: that starts at (or a float32 step from) the mode stops within a step or two, its
+#: covariance the uninformed identity or a secant of round-off (arma11: sds of 1, or of
+#: 4e-14, against posterior sds of 0.01 to 0.06; BaM and GSM wandered 170 sd from there)
+INFORMING_PAIRS = 2
 #: the loss L-BFGS sees where the density is not finite (an inf would poison the line
 #: search's cubic interpolation with NaN)
 NOT_FINITE_LOSS = 1e30
@@ -61,6 +66,9 @@ class StartingGaussian:
     model_evals: int = 0
     gradient_evals: int = 0
     note: str = ""
+    #: False for a Gaussian whose covariance no curvature informed (an empty Pathfinder
+    #: history)
+    informed: bool = True
 
     @property
     def covariance(self) -> torch.Tensor:
@@ -98,21 +106,28 @@ def starting_gaussian(
         if method == "median":
             return StartingGaussian(median, init_scale * eye, method, sites)
         if method == "pathfinder":
-            return dataclasses.replace(_pathfinder_start(model, max_iterations), sites=sites)
+            start = _pathfinder_start(model, max_iterations)
+            if not start.informed and start.mean.shape[0] <= LAPLACE_MAX_DIM:
+                start = _laplace_at_path_end(density, start)
+            return dataclasses.replace(start, sites=sites)
         mode, note = maximum_a_posteriori(density, median, max_iterations)
         if method == "map" and mode.shape[0] > LAPLACE_MAX_DIM:
             return _spent(
                 density, StartingGaussian(mode, init_scale * eye, method, sites, note=note)
             )
         try:
-            mode, scale_tril, note = laplace_at_mode(density, mode)
+            mode, scale_tril, note, decrement = laplace_at_mode(density, mode)
+            stuck = decrement >= STALLED_DECREMENT
         except torch.linalg.LinAlgError:
-            # L-BFGS's line search can leap past a model's numerical domain (arma11's
-            # errors explode beyond |theta| = 1); Pathfinder's backtracking path does not
+            stuck = True
+        if stuck:
+            # L-BFGS's line search can leap past a model's numerical domain, or stall
+            # where the density explodes (arma11's errors beyond |theta| = 1, where a
+            # prior median may lie); Pathfinder's backtracking path does not
             fallback = _pathfinder_start(model, max_iterations)
-            mode, scale_tril, note = laplace_at_mode(density, fallback.mean)
+            mode, scale_tril, note, _ = laplace_at_mode(density, fallback.mean)
             note = "; ".join(
-                n for n in ("L-BFGS left the domain: from Pathfinder's mean", note) if n
+                n for n in ("L-BFGS did not reach the mode: from Pathfinder's mean", note) if n
             )
             density.evaluations += fallback.model_evals
             density.gradient_evaluations += fallback.gradient_evals
@@ -153,15 +168,19 @@ NEWTON_TOLERANCE = 1e-4
 _MAX_HALVINGS = 20
 #: a mode whose Newton decrement sqrt(g' H^-1 g) exceeds this is noted in the record
 MODE_TOLERANCE = 0.01
+#: a Newton decrement this large after the polishing steps: L-BFGS stalled away from the
+#: mode (one Laplace sd or more), and the start goes on from Pathfinder's mean
+STALLED_DECREMENT = 1.0
 
 
 def laplace_at_mode(
     density: UnconstrainedDensity, start: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, str]:
+) -> tuple[torch.Tensor, torch.Tensor, str, float]:
     """The mode, polished by damped Newton steps from ``start`` (a float32 L-BFGS stops
     where successive losses round to the same number; a Newton step, halved until it
     ascends, needs no such resolution), and the Cholesky factor of :math:`H^{-1}` there,
-    from exact Hessian-vector products."""
+    from exact Hessian-vector products; and the Newton decrement there (how far from the
+    mode, in the Laplace sds: below :data:`MODE_TOLERANCE` at one)."""
     dim = start.shape[0]
     if dim > LAPLACE_MAX_DIM:
         raise ConfigError(
@@ -190,7 +209,7 @@ def laplace_at_mode(
     decrement = float(gradient @ covariance @ gradient) ** 0.5
     if decrement >= MODE_TOLERANCE:
         note = "; ".join(n for n in (note, f"Newton decrement {decrement:.2g} at the mode") if n)
-    return mode, torch.linalg.cholesky(covariance), note
+    return mode, torch.linalg.cholesky(covariance), note, decrement
 
 
 def _curvature(
@@ -224,6 +243,24 @@ def _spent(density: UnconstrainedDensity, start: StartingGaussian) -> StartingGa
     )
 
 
+def _laplace_at_path_end(density: UnconstrainedDensity, path: StartingGaussian) -> StartingGaussian:
+    """Laplace's Gaussian at the end of a Pathfinder path that learnt too little
+    curvature (fewer than :data:`INFORMING_PAIRS` L-BFGS pairs behind its best Gaussian)."""
+    mode, scale_tril, note, _ = laplace_at_mode(density, path.mean)
+    density.evaluations += path.model_evals
+    density.gradient_evaluations += path.gradient_evals
+    note = "; ".join(
+        n
+        for n in (
+            f"Pathfinder's path learnt fewer than {INFORMING_PAIRS} curvature pairs: "
+            "Laplace at its end",
+            note,
+        )
+        if n
+    )
+    return _spent(density, StartingGaussian(mode, scale_tril, "pathfinder", (), note=note))
+
+
 def _pathfinder_start(model: LatentVariableModel, max_iterations: int) -> StartingGaussian:
     from pyro.infer.autoguide import AutoMultivariateNormal
 
@@ -239,4 +276,5 @@ def _pathfinder_start(model: LatentVariableModel, max_iterations: int) -> Starti
     return StartingGaussian(
         state.mean, state.cholesky, "pathfinder", (),
         pathfinder.model_evals, pathfinder.gradient_evals, note,
+        informed=pathfinder.best_pairs >= INFORMING_PAIRS,
     )  # fmt: skip

@@ -133,7 +133,7 @@ def _whitened_loc_scale(guide: Any, *args: Any, **kwargs: Any) -> tuple[torch.Te
     posterior = guide.get_posterior(*args, **kwargs)
     if isinstance(posterior, dist.Independent):
         return posterior.base_dist.loc, posterior.base_dist.scale
-    return posterior.loc, posterior.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt()
+    return posterior.loc, posterior.variance.sqrt()
 
 
 def _whitened_site(

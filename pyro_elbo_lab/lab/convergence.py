@@ -26,7 +26,7 @@ class ConvergenceSettings:
     tol_rel_obj: float | None = None
     check_every: int = 100
     history: int = 5
-    #: a fit certified stationary ends at its iterates' average over the last half
+    #: a fit certified stationary ends at its iterates' average over the certificate's window
     #: (Polyak–Ruppert), which sits at the optimum where the last iterate only circles it
     average_iterates: bool = False
 

@@ -4,6 +4,7 @@ stop on divergence."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import time
@@ -27,6 +28,7 @@ from pyro_elbo_lab.fitters.certificate import (
 )
 from pyro_elbo_lab.fitters.start import INIT_METHODS, StartingGaussian, starting_gaussian
 from pyro_elbo_lab.guides.coordinates import PRECONDITIONING
+from pyro_elbo_lab.guides.marginals import guide_marginals
 from pyro_elbo_lab.guides.start import start_guide, start_support
 from pyro_elbo_lab.lab.budget import BudgetSettings, Spending, checkpoint_fractions
 from pyro_elbo_lab.lab.components import Components
@@ -279,7 +281,11 @@ def fit(
     )
     checkpoints = checkpoint_fractions(plan.checkpoints) if measure is not None else []
     result = FitResult(setup_steps=fitter.setup_steps)
-    watch = None if fitter.deterministic else IterateCertificate()
+    watch = (
+        None
+        if fitter.deterministic
+        else IterateCertificate(functools.partial(guide_marginals, components.guide))
+    )
     store = pyro.get_param_store()
     spent = Spending()
     show = progress_bar and interactive()
@@ -336,12 +342,14 @@ def fit(
     result.fitter_details = fitter.details()
     if schedule is not None:
         result.certificate = schedule.certificate()
+    elif fitter.uncertifiable:
+        result.certificate = Certificate(None, math.nan, "none", fitter.uncertifiable)
     elif watch is None:
         result.certificate = deterministic_certificate(
             fitter.converged, getattr(fitter, "arrived", True)
         )
     else:
-        result.certificate = watch.verdict()
+        result.certificate = watch.verdict(averaged=plan.convergence.average_iterates)
     if plan.convergence.average_iterates and result.certificate.converged and watch is not None:
         result.averaged = _write_average(watch, store)
     return result

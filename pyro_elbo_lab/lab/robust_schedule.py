@@ -5,8 +5,8 @@ learning rate :math:`\gamma` the iterates settle into a noise ball around the op
 whose size grows with :math:`\gamma`; the iterate average over the ball sits much closer.
 So a run goes in phases :math:`k = 0, 1, \dots` at :math:`\gamma_k = \gamma_0\rho^k`:
 
-1. step at :math:`\gamma_k` until the phase's iterates are stationary (split
-   :math:`\hat R` < 1.1 over the last half of the phase, checked every
+1. step at :math:`\gamma_k` until the phase's iterates are stationary (their averages
+   over the halves of the certificate's window agree, checked every
    :math:`W_k = W_0/\rho^k` steps: a smaller step mixes more slowly, so its window
    grows; :class:`~pyro_elbo_lab.fitters.certificate.IterateCertificate`);
 2. replace the parameters by their average over that window (Polyak–Ruppert) and
@@ -15,7 +15,7 @@ So a run goes in phases :math:`k = 0, 1, \dots` at :math:`\gamma_k = \gamma_0\rh
 3. stop when that KL falls below ``accuracy`` (the averages no longer move: the
    phases have reached the optimum to that accuracy), else halve the step and go on.
 
-What is implemented of the paper: fixed-rate phases with :math:`\hat R` stationarity
+What is implemented of the paper: fixed-rate phases with stationarity
 detection, iterate averaging, geometric step decrease (ρ = 0.5 by default) and a
 termination rule on the symmetrised KL between consecutive averaged approximations. Its
 cost-aware termination (the predicted KL decrease against the predicted cost of one
@@ -25,6 +25,7 @@ the run ends after ``max_phases`` or at the budget.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,8 @@ from torch.distributions import kl_divergence
 
 from pyro_elbo_lab.errors import require, require_positive_float, require_positive_int
 from pyro_elbo_lab.evaluation.exact_kl import guide_gaussian
-from pyro_elbo_lab.fitters.certificate import RHAT_THRESHOLD, Certificate, IterateCertificate
+from pyro_elbo_lab.fitters.certificate import Certificate, IterateCertificate
+from pyro_elbo_lab.guides.marginals import guide_marginals
 
 SCHEDULES = ("constant", "raabbvi")
 
@@ -78,7 +80,7 @@ class RobustSchedule:
         #: steps per check in this phase: a step γρᵏ mixes 1/ρᵏ times slower, so the
         #: window that averages its noise away grows by 1/ρ per phase
         self.window = settings.window
-        self.watch = IterateCertificate()
+        self.watch = IterateCertificate(functools.partial(guide_marginals, guide))
         self.previous: Any = None
         self.divergences: list[float] = []
         self.done: str | None = None
@@ -90,7 +92,7 @@ class RobustSchedule:
         window = self.window
         if self.phase_steps % window or self.phase_steps < 2 * window:
             return None
-        if not self.watch.verdict().converged:
+        if not self.watch.verdict(averaged=True).converged:
             return None
         self._end_phase()
         return self.done
@@ -125,7 +127,7 @@ class RobustSchedule:
             if divergence < self.settings.accuracy:
                 self.done = (
                     f"phase {self.phase}: symmetrised KL {divergence:.3g} to the last phase's "
-                    f"average < {self.settings.accuracy:g} (stationary: R-hat < {RHAT_THRESHOLD})"
+                    f"average < {self.settings.accuracy:g} (stationary by the iterate certificate)"
                 )
                 return
         self.previous = current
@@ -138,7 +140,7 @@ class RobustSchedule:
                 group["lr"] *= self.settings.decrease
         self.window = math.ceil(self.window / self.settings.decrease)
         self.phase_steps = 0
-        self.watch = IterateCertificate()
+        self.watch = IterateCertificate(functools.partial(guide_marginals, self.guide))
 
     def _parameters(self) -> list[torch.Tensor]:
         return [parameter for _, parameter in self.store.named_parameters()]
