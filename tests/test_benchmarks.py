@@ -53,5 +53,6 @@ def test_gmm_scale_benchmark_writes_its_tables(tmp_path):
     assert float(rows["ours_compiled"]["steady_peak_rss_mb"]) > 0
     report = (tmp_path / "results.md").read_text()
     assert "ours / NumPyro" in report and "cached (new process)" in report
+    assert "Rows carry their machine's facts" in report  # CPU model, ISA, budget, load
     assert (tmp_path / "scaling.png").stat().st_size > 1000
     assert (tmp_path / "runs.jsonl").read_text().count("\n") == 7

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,6 +26,14 @@ from pathlib import Path
 import pyro
 import torch
 
+from pyro_elbo_lab.lab.provenance import (
+    ISA_FLAGS,
+    Provenance,
+    provenance,
+    require_same_machine,
+    spread,
+)
+
 COMMANDS = {
     "vae": ["elbo-lab", "hydra.mode=RUN", "model=vae", "steps=30"],
     "sbn": ["elbo-lab", "hydra.mode=RUN", "model=sbn", "steps=30"],
@@ -35,7 +41,9 @@ COMMANDS = {
 
 
 def timed_run(command: list[str]) -> dict[str, object]:
-    """Run ``command`` in an empty directory; its wall time and what its record says."""
+    """Run ``command`` in an empty directory; its wall time, what its record says and the
+    machine's facts (load average included) as it started."""
+    facts = provenance().record()
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         subprocess.run(command, cwd=scratch, check=True, capture_output=True, text=True)
@@ -44,6 +52,7 @@ def timed_run(command: list[str]) -> dict[str, object]:
         record = json.loads(path.read_text())
     metrics = record.get("metrics", {})
     return {
+        "provenance": facts,
         "wall_s": wall,
         "status": record["status"],
         "fit_s": record["fit"]["wall_time_s"],
@@ -66,9 +75,10 @@ def main() -> None:
         name: [timed_run(command) for _ in range(args.repeats)]
         for name, command in COMMANDS.items()
     }
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    every = [run["provenance"] for records in runs.values() for run in records]
+    require_same_machine(every)
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, {cpus} CPUs",
+        "machine": f"{every[0]['cpu_model']}, CPU budget {every[0]['cpu_budget']}",
         "torch": torch.__version__,
         "pyro": pyro.__version__,
         "commands": {name: " ".join(command) for name, command in COMMANDS.items()},
@@ -84,14 +94,24 @@ def main() -> None:
         f"(torch {torch.__version__}, pyro {pyro.__version__}; median of {args.repeats} "
         "fresh processes)",
         "",
-        "| command | wall s | fit s | evaluation s | guide | bound | test log-lik | estimator |",
+        f"ISA: {', '.join(every[0]['isa']) or 'none of ' + ', '.join(ISA_FLAGS)}; "
+        "load average at each run's start: "
+        + ", ".join(f"{facts['load_average']:.2f}" for facts in every),
+        *[
+            f"- warning: {warning}"
+            for facts in every
+            if (warning := Provenance.from_record(facts).load_warning())
+        ],
+        "",
+        "| command | wall s (min–max) | fit s | evaluation s | guide | bound | test log-lik "
+        "| estimator |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, records in runs.items():
         last = records[-1]
         lines.append(
             f"| `{results['commands'][name]}` "
-            f"| {statistics.median(r['wall_s'] for r in records):.1f} "
+            f"| {_spread_cell(spread(r['wall_s'] for r in records))} "
             f"| {statistics.median(r['fit_s'] for r in records):.1f} "
             f"| {statistics.median(r['evaluation_s'] for r in records):.1f} "
             f"| {last['guide']} | {last['bound'] or 'ELBO (K = 1)'} | {last['test_loglik']:.2f} "
@@ -99,6 +119,10 @@ def main() -> None:
         )
     (args.output / "default_runs.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _spread_cell(found: dict) -> str:
+    return f"{found['median']:.1f} ({found['min']:.1f}–{found['max']:.1f})"
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ The hand-written step (:func:`handwritten_iwae_step`) is the reference: encoder
 ``[K, B, L]``, tanh MLP decoder, per-image log-mean-exp over K, the minibatch sum scaled
 by N / B as Pyro scales a subsampled plate, and one Adam update. Both are timed in the
 same process, interleaved, after warm-up; the ratios are median step times (lab / hand,
-and DReG / IWAE: issue 31 D's goal is iwae_dreg within 1.15x an iwae step).
+and DReG / IWAE: issue 31 D's goal is iwae_dreg within 1.15x an iwae step), formed within
+each of ``--processes`` fresh processes (3 by default) and reported as their median and
+min–max, with each process's machine facts (:mod:`pyro_elbo_lab.lab.provenance`).
 
     python experiments/deep_lvm/speed.py [--device cuda] [--quick] [--particles 5 50]
 
@@ -18,8 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +34,13 @@ from pyro.optim import Adam
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 from pyro_elbo_lab.devices import resolve_device
+from pyro_elbo_lab.lab.provenance import (
+    ISA_FLAGS,
+    Provenance,
+    provenance,
+    require_same_machine,
+    spread,
+)
 from pyro_elbo_lab.registry import guides, models, objectives
 
 LATENT, HIDDEN, BATCH, LEARNING_RATE = 50, [200, 200], 100, 1e-3
@@ -143,23 +153,77 @@ def time_steps(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def measure(device: torch.device, particles: list[int], quick: bool) -> dict:
+    """One process's median step times (ms) per K and candidate, with its machine facts
+    taken before the first step."""
+    facts = provenance().record()
+    warmup, repeats, rounds = (2, 3, 1) if quick else (10, 20, 5)
+    return {
+        "provenance": facts,
+        "rounds": rounds,
+        "repeats_per_round": repeats,
+        "step_ms": {
+            str(k): {
+                name: 1000 * seconds
+                for name, seconds in time_steps(
+                    candidates(device, k), device, warmup, repeats, rounds
+                ).items()
+            }
+            for k in particles
+        },
+    }
+
+
+def fresh_processes(args: argparse.Namespace) -> list[dict]:
+    """:func:`measure` in ``args.processes`` fresh Python processes, one after another."""
+    found = []
+    for index in range(args.processes):
+        target = args.output / f"process_{index}.json"
+        command = [sys.executable, __file__, "--worker", str(target), "--device", args.device]
+        command += ["--particles", *map(str, args.particles)] + (["--quick"] if args.quick else [])
+        subprocess.run(command, check=True)
+        found.append(json.loads(target.read_text()))
+        target.unlink()
+    return found
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """Per K and candidate: the spread over processes of the step time and of its ratios
+    to the hand-written step and to the lab's IWAE step (each formed within one process)."""
+    require_same_machine([run["provenance"] for run in runs])
+    table: dict = {}
+    for k in runs[0]["step_ms"]:
+        table[k] = {}
+        for name in runs[0]["step_ms"][k]:
+            times = [run["step_ms"][k] for run in runs]
+            table[k][name] = {
+                "step_ms": spread(t[name] for t in times),
+                "x_handwritten": spread(t[name] / t[HAND] for t in times),
+                "x_lab_iwae": spread(t[name] / t[IWAE] for t in times),
+            }
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="few repeats (a smoke run)")
     parser.add_argument("--particles", type=int, nargs="+", default=[5, 50])
+    parser.add_argument("--processes", type=int, default=3, help="fresh processes (median)")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = resolve_device(args.device)
-    warmup, repeats, rounds = (2, 3, 1) if args.quick else (10, 20, 5)
-    seconds = {
-        particles: time_steps(candidates(device, particles), device, warmup, repeats, rounds)
-        for particles in args.particles
-    }
+    if args.worker is not None:
+        args.worker.write_text(json.dumps(measure(device, args.particles, args.quick)))
+        return
+    args.output.mkdir(parents=True, exist_ok=True)
+    runs = fresh_processes(args)
+    table = aggregate(runs)
     machine = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        else runs[0]["provenance"]["cpu_model"]
     )
     results = {
         "setting": {
@@ -169,27 +233,22 @@ def main() -> None:
             "optimiser": f"Adam lr {LEARNING_RATE}",
             "device": str(device),
             "machine": machine,
-            "torch": torch.__version__,
             "pyro": pyro.__version__,
-            "rounds": rounds,
-            "repeats_per_round": repeats,
+            "processes": args.processes,
+            "rounds": runs[0]["rounds"],
+            "repeats_per_round": runs[0]["repeats_per_round"],
         },
-        "step_ms": {
-            str(k): {name: 1000 * value for name, value in times.items()}
-            for k, times in seconds.items()
-        },
-        "ratio_to_handwritten": {
-            str(k): {name: value / times[HAND] for name, value in times.items()}
-            for k, times in seconds.items()
-        },
-        "ratio_to_lab_iwae": {
-            str(k): {name: value / times[IWAE] for name, value in times.items()}
-            for k, times in seconds.items()
-        },
+        "provenance": [run["provenance"] for run in runs],
+        "steps": table,
     }
-    args.output.mkdir(parents=True, exist_ok=True)
     suffix = "" if device.type == "cpu" else f"_{device.type}"
     (args.output / f"speed{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
+    warnings = [
+        f"- process {index}: {warning}"
+        for index, run in enumerate(runs)
+        if (warning := Provenance.from_record(run["provenance"]).load_warning())
+    ]
+    facts = runs[0]["provenance"]
     lines = [
         f"# VAE step cost, K = {' and '.join(map(str, args.particles))} ({machine})",
         "",
@@ -198,18 +257,30 @@ def main() -> None:
         + (f" --device {args.device}`" if device.type != "cpu" else "`"),
         "",
         *[f"- {key}: {value}" for key, value in results["setting"].items()],
+        f"- ISA: {', '.join(facts['isa']) or 'none of ' + ', '.join(ISA_FLAGS)}; CPU budget "
+        f"{facts['cpu_budget']}, torch threads {facts['threads']}, torch {facts['torch']}",
+        "- load average at the start of each process: "
+        + ", ".join(f"{run['provenance']['load_average']:.2f}" for run in runs),
+        *(["", "Warnings:", *warnings] if warnings else []),
         "",
-        "| K | step | median ms | × hand-written | × lab iwae |",
+        f"Median over {args.processes} fresh processes (min–max); each ratio is formed within "
+        "one process, from its interleaved rounds.",
+        "",
+        "| K | step | ms | × hand-written | × lab iwae |",
         "|---|---|---|---|---|",
         *[
-            f"| {k} | {name} | {1000 * value:.1f} | {value / times[HAND]:.2f} "
-            f"| {value / times[IWAE]:.2f} |"
-            for k, times in seconds.items()
-            for name, value in times.items()
+            f"| {k} | {name} | {_cell(cell['step_ms'], '.1f')} | "
+            f"{_cell(cell['x_handwritten'], '.2f')} | {_cell(cell['x_lab_iwae'], '.2f')} |"
+            for k, row in table.items()
+            for name, cell in row.items()
         ],
     ]
     (args.output / f"speed{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _cell(found: dict, form: str) -> str:
+    return f"{found['median']:{form}} ({found['min']:{form}}–{found['max']:{form}})"
 
 
 if __name__ == "__main__":

@@ -387,7 +387,10 @@ def measure_quality(method: str, n: int, k: int, d: int, budget_s: float, batch:
 def run_worker(job: dict) -> dict:
     import torch
 
+    from pyro_elbo_lab.lab.provenance import provenance
+
     torch.manual_seed(0)
+    job = {**job, "provenance": provenance().record()}  # before the method loads the CPUs
     try:
         if job["kind"] == "speed":
             if job.get(

@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from pyro_elbo_lab.lab.provenance import ISA_FLAGS, Provenance, require_same_machine
+
 SPEED_COLUMNS = (
     "series",
     "n",
@@ -265,6 +267,27 @@ def plot_scaling(rows: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def provenance_notes(rows: list[dict]) -> list[str]:
+    """The machine facts the rows recorded (one machine, or no ratio is formed) and a line
+    for every row that started on a loaded machine; nothing for rows made before rows
+    carried them."""
+    recorded = [row for row in rows if "provenance" in row]
+    if not recorded:
+        return []
+    require_same_machine([row["provenance"] for row in recorded])
+    facts = recorded[0]["provenance"]
+    lines = [
+        f"Rows carry their machine's facts: {facts['cpu_model']}, ISA "
+        f"{', '.join(facts['isa']) or 'none of ' + ', '.join(ISA_FLAGS)}, CPU budget "
+        f"{facts['cpu_budget']}, torch {facts['torch']} (threads per row in runs.jsonl).",
+    ]
+    for row in recorded:
+        warning = Provenance.from_record(row["provenance"]).load_warning()
+        if warning:
+            lines.append(f"- {row['method']} N={row['n']} K={row['k']} D={row['d']}: {warning}")
+    return [*lines, ""]
+
+
 def write_reports(rows: list[dict], quality: list[dict], output: Path, machine: str) -> None:
     grid = series(rows, "grid")
     _ratios(grid)
@@ -280,6 +303,7 @@ def write_reports(rows: list[dict], quality: list[dict], output: Path, machine: 
         f"Measured {dt.date.today().isoformat()} on {machine}. GPU rows: not measured "
         "(no GPU was available to this run).",
         "",
+        *provenance_notes(rows + quality),
         "## Steps per second (higher is better)",
         "",
         *summary(grid),

@@ -128,19 +128,41 @@ def bias_table(optimum: list[dict], bias: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
-def certificate_agreement(runs: list[dict]) -> str:
-    ok = [
-        r for r in runs if r["status"] == "ok" and (r.get("fit") or {}).get("converged") is not None
+#: methods whose own objective's optimum is the family's ELBO optimum the cost runs
+#: measure against (GSM's and BaM's fixed points are their own; DADVI's is that of its
+#: fixed draws; Pathfinder optimises no objective): the certificate's truth
+ELBO_OPTIMISERS = ("ADVI (median, Adam)", "ADVI (Laplace, whitened, Adam)", "SAA")
+
+
+def certificate_agreement(runs: list[dict]) -> list[str]:
+    """Per method and certificate rule: runs judged, flagged converged and how many of those
+    end beyond TOLERANCE of the optimum, runs within it and how many of those are flagged
+    not converged."""
+    lines = [
+        f"### The certificate against the truth (within {TOLERANCE} sd mean W1 of the optimum)",
+        "",
+        "| method | certificate rule | judged | flagged | flagged but beyond | within "
+        "| within but not flagged |",
+        "|---|---|---|---|---|---|---|",
     ]
-    flagged = [r for r in ok if r["fit"]["converged"]]
-    wrong_flag = [r for r in flagged if r["metrics"]["posterior_w1_mean"] > TOLERANCE]
-    close = [r for r in ok if r["metrics"]["posterior_w1_mean"] <= TOLERANCE]
-    missed = [r for r in close if not r["fit"]["converged"]]
-    return (
-        f"Certificates over {len(ok)} judged runs: {len(flagged)} flagged converged, of which "
-        f"{len(wrong_flag)} end more than {TOLERANCE} sd from the optimum; of the {len(close)} "
-        f"runs within {TOLERANCE} sd, {len(missed)} are flagged not converged."
-    )
+    groups: dict = defaultdict(list)
+    for record in runs:
+        fit = record.get("fit") or {}
+        if record["status"] == "ok" and fit.get("converged") is not None:
+            rule = fit["certificate"]["rule"].split(" < ")[0]
+            groups[(method(record), rule)].append(record)
+    for (name, rule), group in sorted(groups.items()):
+        if name not in ELBO_OPTIMISERS:
+            continue
+        flagged = [r for r in group if r["fit"]["converged"]]
+        beyond = [r for r in flagged if r["metrics"]["posterior_w1_mean"] > TOLERANCE]
+        within = [r for r in group if r["metrics"]["posterior_w1_mean"] <= TOLERANCE]
+        missed = [r for r in within if not r["fit"]["converged"]]
+        lines.append(
+            f"| {name} | {rule} | {len(group)} | {len(flagged)} | {len(beyond)} | "
+            f"{len(within)} | {len(missed)} |"
+        )
+    return [*lines, ""]
 
 
 def _grouped(runs: list[dict]) -> dict:
@@ -156,7 +178,7 @@ def main(out: Path) -> None:
     lines, cells = cost_table(cost)
     report = [
         "# Converged fits: the cost of arriving, and each objective's fixed point", "",
-        certificate_agreement(cost), "", *lines, *bias_table(optimum, bias),
+        *certificate_agreement(cost), *lines, *bias_table(optimum, bias),
     ]  # fmt: skip
     (out / "converged.md").write_text("\n".join(report) + "\n")
     (out / "converged.json").write_text(
