@@ -66,8 +66,8 @@ class StartingGaussian:
     model_evals: int = 0
     gradient_evals: int = 0
     note: str = ""
-    #: False for a Gaussian whose covariance no curvature informed (an empty Pathfinder
-    #: history)
+    #: False for a Pathfinder Gaussian that fewer than INFORMING_PAIRS curvature pairs
+    #: informed (its covariance the initial identity or a round-off secant)
     informed: bool = True
 
     @property
