@@ -10,7 +10,13 @@ import pytest
 
 from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.lab import provenance as module
-from pyro_elbo_lab.lab.provenance import Provenance, provenance, require_same_machine, spread
+from pyro_elbo_lab.lab.provenance import (
+    Provenance,
+    provenance,
+    require_same_machine,
+    spread,
+    spread_text,
+)
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -49,6 +55,7 @@ def test_a_row_started_on_a_loaded_machine_is_flagged(load, warned):
 
 def test_the_spread_of_fresh_processes():
     assert spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "runs": 3}
+    assert spread_text(spread([3.0, 1.0, 2.0]), ".1f") == "2.0 (1.0–3.0)"
     with pytest.raises(ValueError):
         spread([])
 

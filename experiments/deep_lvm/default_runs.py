@@ -32,6 +32,7 @@ from pyro_elbo_lab.lab.provenance import (
     provenance,
     require_same_machine,
     spread,
+    spread_text,
 )
 
 COMMANDS = {
@@ -111,7 +112,7 @@ def main() -> None:
         last = records[-1]
         lines.append(
             f"| `{results['commands'][name]}` "
-            f"| {_spread_cell(spread(r['wall_s'] for r in records))} "
+            f"| {spread_text(spread(r['wall_s'] for r in records), '.1f')} "
             f"| {statistics.median(r['fit_s'] for r in records):.1f} "
             f"| {statistics.median(r['evaluation_s'] for r in records):.1f} "
             f"| {last['guide']} | {last['bound'] or 'ELBO (K = 1)'} | {last['test_loglik']:.2f} "
@@ -119,10 +120,6 @@ def main() -> None:
         )
     (args.output / "default_runs.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def _spread_cell(found: dict) -> str:
-    return f"{found['median']:.1f} ({found['min']:.1f}–{found['max']:.1f})"
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from pyro_elbo_lab.lab.provenance import (
     provenance,
     require_same_machine,
     spread,
+    spread_text,
 )
 from pyro_elbo_lab.registry import guides, models, objectives
 
@@ -269,18 +270,14 @@ def main() -> None:
         "| K | step | ms | × hand-written | × lab iwae |",
         "|---|---|---|---|---|",
         *[
-            f"| {k} | {name} | {_cell(cell['step_ms'], '.1f')} | "
-            f"{_cell(cell['x_handwritten'], '.2f')} | {_cell(cell['x_lab_iwae'], '.2f')} |"
+            f"| {k} | {name} | {spread_text(cell['step_ms'], '.1f')} | "
+            f"{spread_text(cell['x_handwritten'])} | {spread_text(cell['x_lab_iwae'])} |"
             for k, row in table.items()
             for name, cell in row.items()
         ],
     ]
     (args.output / f"speed{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def _cell(found: dict, form: str) -> str:
-    return f"{found['median']:{form}} ({found['min']:{form}}–{found['max']:{form}})"
 
 
 if __name__ == "__main__":

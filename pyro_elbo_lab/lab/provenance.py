@@ -102,6 +102,11 @@ def spread(values: Iterable[float]) -> dict[str, float | int]:
     }
 
 
+def spread_text(found: dict, form: str = ".2f") -> str:
+    """A :func:`spread` as a table cell: ``median (min–max)``."""
+    return f"{found['median']:{form}} ({found['min']:{form}}–{found['max']:{form}})"
+
+
 def require_same_machine(rows: Sequence[dict]) -> None:
     """Raise where rows that a ratio would combine come from different machines (CPU model,
     ISA flags or CPU budget differ): rerun the baseline beside the method instead."""
