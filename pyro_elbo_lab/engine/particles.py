@@ -47,6 +47,7 @@ from pyro_elbo_lab.engine.parameters import (
 )
 from pyro_elbo_lab.engine.program import detached_values, particle_plate
 from pyro_elbo_lab.engine.reduce import SiteReducer
+from pyro_elbo_lab.engine.stopped import stopped_guide_trace
 from pyro_elbo_lab.engine.strata import StratifiedParticles
 from pyro_elbo_lab.errors import ConfigError, first_line
 
@@ -124,8 +125,10 @@ def sample_log_weights(
     """Draw ``num_particles`` particles from ``guide`` and weigh them under ``model``.
 
     :param max_plate_nesting: the model's plate depth (not counting particles).
-    :param stop_guide_params: also compute :math:`\\log q_{\\bar\\phi}(z_k)`, by replaying
-        the guide with its parameters detached
+    :param stop_guide_params: also compute :math:`\\log q_{\\bar\\phi}(z_k)`: from the
+        drawn sites' distributions with their parameters detached where the guide's sites
+        are independent given the data (:mod:`~pyro_elbo_lab.engine.stopped`), else by
+        replaying the guide with its parameters detached
         (:func:`~pyro_elbo_lab.engine.parameters.stopped_call`). Parameters of modules that a
         hand-written guide only registers with ``pyro.module`` are not stopped.
     :param require_reparam: raise :class:`ConfigError` when a guide site cannot be
@@ -184,7 +187,9 @@ def sample_log_weights(
 
     stopped_trace = None
     if stop_guide_params:
-        stopped_trace = _replay_with_stopped_params(guide, guide_trace, plate, args, kwargs)
+        stopped_trace = stopped_guide_trace(guide, latent_guide_trace)
+        if stopped_trace is None:
+            stopped_trace = _replay_with_stopped_params(guide, guide_trace, plate, args, kwargs)
 
     reduce = SiteReducer(num_particles, max_plate_nesting, data_plate)
     log_p = reduce.total(model_trace)

@@ -64,6 +64,10 @@ class AmortizedEncoderGuide(AutoGuide):
     """
 
     outputs_per_coordinate: ClassVar[int]
+    #: every site's distribution is a function of φ and x alone (no site drawn from
+    #: another's draw), so φ-stopped densities need no second encoder pass
+    #: (:mod:`~pyro_elbo_lab.engine.stopped`)
+    independent_sites: bool = True
 
     def __init__(
         self,
@@ -192,6 +196,7 @@ class AutoAmortizedNormal(AmortizedEncoderGuide):
     ) -> None:
         self._init_scale = init_scale
         self.chain = chain
+        self.independent_sites = not chain  # a chained site is drawn from the next one's draw
         super().__init__(model, data_plate, hidden, create_plates)
 
     def _encoded_sites(self) -> list[str]:
