@@ -110,5 +110,14 @@ def estimate_iwae(
         num_particles=num_particles * num_repeats,
         max_plate_nesting=max_plate_nesting,
         particle_batch=particle_batch,
-    ).reshape(num_repeats, num_particles)
-    return Estimate.from_draws(log_mean_exp(log_weights, -1))
+    )
+    return iwae_from_log_weights(log_weights, num_particles, num_repeats)
+
+
+def iwae_from_log_weights(
+    log_weights: torch.Tensor, num_particles: int, num_repeats: int
+) -> Estimate:
+    """:math:`\\mathcal L_K` (K = ``num_particles``) averaged over ``num_repeats`` disjoint
+    groups of the first K × ``num_repeats`` of ``log_weights``."""
+    groups = log_weights[: num_particles * num_repeats].reshape(num_repeats, num_particles)
+    return Estimate.from_draws(log_mean_exp(groups, -1))

@@ -33,7 +33,7 @@ from pyro_elbo_lab.evaluation.bounds import (
     particles_within,
 )
 from pyro_elbo_lab.evaluation.exact_kl import closed_form_kl
-from pyro_elbo_lab.evaluation.learned_model import infers_new_points, per_image_iwae
+from pyro_elbo_lab.evaluation.learned_model import infers_new_points, per_image_bounds
 from pyro_elbo_lab.evaluation.posterior_error import (
     guide_draws,
     reference_draws,
@@ -122,10 +122,10 @@ class CheckpointProbe:
 
     def _test_loglik(self, guide: Callable[..., Any]) -> dict[str, float]:
         model, settings, test = self.model, self.settings, self.model.heldout_data
-        values = per_image_iwae(
+        values = per_image_bounds(
             model, guide, test, num_particles=settings.iwae_particles,
             image_batch=settings.test_batch, particle_batch=settings.particle_batch,
-        )  # fmt: skip
+        ).iwae  # fmt: skip
         metrics = {"test_loglik": float(values.mean())}
         exact = model.exact_log_evidence(test)
         if exact is not None:

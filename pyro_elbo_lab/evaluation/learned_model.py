@@ -14,8 +14,9 @@ exact (``sbn``) the exact value is recorded beside it. Images go through in batc
 ``test_batch`` and particles in chunks of ``particle_batch``, so memory is
 O(test_batch × particle_batch × pixels) whatever K and the test set's size. The training
 bound :math:`\mathcal L_K` (K the objective's particles) is measured on the training
-images the same way, so the gap between what was optimised and what the model achieves
-on new data is on record.
+images the same way, and the ELBO with it from the same draws (:func:`per_image_bounds`:
+the mean of the K log weights beside their log-mean-exp), so the gap between what was
+optimised and what the model achieves on new data is on record.
 
 Active units (Burda et al. 2016, §5.2): coordinate u of a latent site is active when
 :math:`A_u = \operatorname{Cov}_x\big(E_{q(z \mid x)}[z_u]\big) > 10^{-2}` over the test
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -42,7 +43,16 @@ from pyro_elbo_lab.models.base import LatentVariableModel
 ACTIVE_UNIT_THRESHOLD = 1e-2
 
 
-def per_image_iwae(
+class PerImageBounds(NamedTuple):
+    """Two bounds per image from the same K draws, ``[N]`` each."""
+
+    #: :math:`\\log \\frac1K \\sum_k w_{kn}` (IWAE-K)
+    iwae: torch.Tensor
+    #: :math:`\\frac1K \\sum_k \\log w_{kn}` (the ELBO, averaged over the K draws)
+    elbo: torch.Tensor
+
+
+def per_image_bounds(
     model: LatentVariableModel,
     guide: Callable[..., Any],
     images: torch.Tensor,
@@ -50,13 +60,14 @@ def per_image_iwae(
     num_particles: int,
     image_batch: int,
     particle_batch: int,
-) -> torch.Tensor:
-    """:math:`\\log \\frac1K \\sum_k w_{kn}` for each image, ``[N]`` (no gradients)."""
-    estimates = []
+) -> PerImageBounds:
+    """IWAE-K and the ELBO of each image from one pass of K draws (no gradients)."""
+    iwae, elbo = [], []
     with torch.no_grad():
         for rows in images.split(image_batch):
             running = torch.full((rows.shape[0],), -math.inf, dtype=torch.float64)
             running = running.to(rows.device)
+            total = torch.zeros_like(running)
             for size in _chunks(num_particles, particle_batch):
                 weights = sample_log_weights(
                     model.evaluation_model,
@@ -67,10 +78,12 @@ def per_image_iwae(
                     max_plate_nesting=model.max_plate_nesting,
                     data_plate=model.data_plate,
                 )
-                chunk = weights.local_log_weights().double().logsumexp(0)
-                running = torch.logaddexp(running, chunk)
-            estimates.append(running - math.log(num_particles))
-    return torch.cat(estimates)
+                chunk = weights.local_log_weights().double()
+                running = torch.logaddexp(running, chunk.logsumexp(0))
+                total += chunk.sum(0)
+            iwae.append(running - math.log(num_particles))
+            elbo.append(total / num_particles)
+    return PerImageBounds(torch.cat(iwae), torch.cat(elbo))
 
 
 def _chunks(total: int, size: int) -> Iterator[int]:
@@ -124,7 +137,8 @@ def learned_model_metrics(
     ``exact_test_loglik`` and ``test_loglik_gap`` where log p(x) is exact,
     ``test_loglik_ais`` (AIS over ``settings.ais_test_images`` images, when
     ``settings.ais_temperatures`` > 0), ``train_bound`` (:math:`\\mathcal L_K`, K =
-    ``training_particles``), ``train_elbo`` and ``bound_to_test_gap``, and
+    ``training_particles``) and ``train_elbo`` (the ELBO averaged over the same K draws
+    per image: one pass for both), ``bound_to_test_gap``, and
     ``active_units`` (with ``active_units_count``, their sum over sites). Returns the
     metrics and warnings."""
     metrics: dict[str, Any] = {}
@@ -139,9 +153,9 @@ def learned_model_metrics(
         # its plate covers the training images only: weigh them in one batch
         common["image_batch"] = train.shape[0]
     elif test.shape[0]:
-        test_values = per_image_iwae(
+        test_values = per_image_bounds(
             model, guide, test, num_particles=settings.test_particles, **common
-        )
+        ).iwae
         metrics["test_loglik"] = float(test_values.mean())
         metrics["test_loglik_estimator"] = f"IWAE-{settings.test_particles} per test image"
         metrics["test_loglik_sd"] = float(test_values.std()) if test.shape[0] > 1 else 0.0
@@ -160,14 +174,9 @@ def learned_model_metrics(
     else:
         warnings.append("model.num_heldout = 0: no test log-likelihood")
     metrics["train_bound_particles"] = training_particles
-    metrics["train_bound"] = float(
-        per_image_iwae(model, guide, train, num_particles=training_particles, **common).mean()
-    )
-    metrics["train_elbo"] = (
-        metrics["train_bound"]
-        if training_particles == 1
-        else float(per_image_iwae(model, guide, train, num_particles=1, **common).mean())
-    )
+    train = per_image_bounds(model, guide, train, num_particles=training_particles, **common)
+    metrics["train_bound"] = float(train.iwae.mean())
+    metrics["train_elbo"] = float(train.elbo.mean())
     if "test_loglik" in metrics:
         metrics["bound_to_test_gap"] = metrics["train_bound"] - metrics["test_loglik"]
     return metrics, warnings

@@ -12,11 +12,11 @@ from pyro_elbo_lab.errors import require_count_fields, require_positive_int
 from pyro_elbo_lab.evaluation.ais import annealed_importance_sampling
 from pyro_elbo_lab.evaluation.bounds import (
     draw_log_weights,
-    estimate_iwae,
+    iwae_from_log_weights,
     particle_batch_for,
     particles_within,
 )
-from pyro_elbo_lab.evaluation.diagnostics import CUBO_MIN_SAMPLES, cubo_from_log_weights, psis_khat
+from pyro_elbo_lab.evaluation.diagnostics import CUBO_MIN_SAMPLES, cubo_from_log_weights
 from pyro_elbo_lab.evaluation.estimate import Estimate
 from pyro_elbo_lab.evaluation.exact_kl import closed_form_kl
 from pyro_elbo_lab.evaluation.gradients import gradient_statistics
@@ -30,6 +30,7 @@ from pyro_elbo_lab.evaluation.posterior_error import (
 )
 from pyro_elbo_lab.evaluation.predictive import heldout_log_likelihood
 from pyro_elbo_lab.evaluation.reference_distances import reference_distances
+from pyro_elbo_lab.fitters.psis import pareto_smoothed_log_weights
 from pyro_elbo_lab.models.base import LatentVariableModel
 
 #: the joint and per-parameter distance summaries a run records as ``posterior_{key}``
@@ -48,8 +49,11 @@ class EvaluationSettings:
     """Sample sizes of the evaluation (recorded with the metrics they produce).
 
     Also the ``evaluation`` node of the lab's typed config. ``iwae_ladder`` lists the K
-    of the IWAE bounds in the sandwich; ``gradient_estimates`` (gradient SNR) and
-    ``ais_temperatures`` (AIS) cost extra passes and are off at 0.
+    of the IWAE bounds in the sandwich. The ELBO, CUBO, PSIS k̂ and every IWAE bound
+    come from one set of draws, each from the first ones it needs (``elbo_particles``,
+    K × ``iwae_repeats``): one pass instead of one per estimate, and the ladder's rungs
+    share their draws, so their differences carry less noise. ``gradient_estimates``
+    (gradient SNR) and ``ais_temperatures`` (AIS) cost extra passes and are off at 0.
     """
 
     elbo_particles: int = 1000
@@ -134,33 +138,28 @@ def evaluate_guide(
     settings, warnings = settings.for_data(model.train_data.shape[0])
     particle_batch = particle_batch_for(settings.particle_batch, model.train_data)
     common = {"max_plate_nesting": model.max_plate_nesting, "particle_batch": particle_batch}
-    log_weights = draw_log_weights(
-        target, guide, args, num_particles=settings.elbo_particles, **common
-    )
-    elbo = Estimate.from_draws(log_weights)
-    iwae = estimate_iwae(
-        target,
-        guide,
-        args,
-        num_particles=settings.iwae_particles,
-        num_repeats=settings.iwae_repeats,
+    # one set of draws serves every estimate (each takes the first draws it needs)
+    repeats = settings.iwae_repeats
+    draws = draw_log_weights(
+        target, guide, args,
+        num_particles=max(
+            settings.elbo_particles, repeats * max([settings.iwae_particles, *settings.iwae_ladder])
+        ),
         **common,
-    )
+    )  # fmt: skip
+    log_weights = draws[: settings.elbo_particles]
+    elbo = Estimate.from_draws(log_weights)
+    iwae = iwae_from_log_weights(draws, settings.iwae_particles, repeats)
     metrics: dict[str, Any] = {
         "elbo": elbo.value,
         "elbo_se": elbo.std_error,
         "iwae": iwae.value,
         "iwae_se": iwae.std_error,
         "iwae_by_particles": {
-            str(k): estimate_iwae(
-                target, guide, args, num_particles=k, num_repeats=settings.iwae_repeats, **common
-            ).value
-            for k in settings.iwae_ladder
+            str(k): iwae_from_log_weights(draws, k, repeats).value for k in settings.iwae_ladder
         },
         "cubo": cubo_from_log_weights(log_weights),
-        "psis_khat": psis_khat(
-            target, guide, args, num_particles=settings.elbo_particles, **common
-        ),
+        "psis_khat": pareto_smoothed_log_weights(log_weights)[1],
     }
     if settings.elbo_particles < CUBO_MIN_SAMPLES:
         warnings.append(

@@ -26,7 +26,14 @@ def pareto_smoothed_log_weights(log_weights: torch.Tensor) -> tuple[torch.Tensor
     order = torch.argsort(shifted)
     threshold = float(shifted[order[-tail - 1]].exp())
     largest = shifted[order[-tail:]].exp()
-    k, sigma = fit_generalized_pareto(largest - threshold)
+    exceedances = largest - threshold
+    # ties with the threshold (equal weights, as at the exact posterior, or a few
+    # discrete states) are no tail: the fit takes the positive exceedances, and where
+    # fewer than 5 are left k̂ cannot be estimated, as with few draws
+    exceedances = exceedances[exceedances > 0]
+    if exceedances.numel() < 5:
+        return log_weights, math.inf
+    k, sigma = fit_generalized_pareto(exceedances)
     probabilities = (torch.arange(1, tail + 1, dtype=torch.float64) - 0.5) / tail
     if abs(k) > 1e-8:
         quantiles = threshold + sigma / k * ((1 - probabilities) ** (-k) - 1)
