@@ -16,6 +16,7 @@ from pyro_elbo_lab.lab.provenance import (
     require_same_machine,
     spread,
     spread_text,
+    wait_until_quiet,
 )
 
 CPUINFO = """processor\t: 0
@@ -51,6 +52,21 @@ def test_a_row_started_on_a_loaded_machine_is_flagged(load, warned):
     assert (warning is not None) == warned
     if warned:
         assert "contended" in warning and "0.60 per core" in warning
+
+
+def test_a_benchmark_waits_for_the_load_to_decay_but_not_forever(monkeypatch):
+    """The load falls as the last process's share decays; a machine that stays busy
+    is measured anyway after the limit (its rows carry the warning)."""
+    loads = iter([1.8, 1.4, 0.9, 0.5])
+    slept = []
+    monkeypatch.setattr(module, "cpu_budget", lambda: 2)
+    monkeypatch.setattr(module.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    monkeypatch.setattr(module.time, "sleep", slept.append)
+    assert wait_until_quiet(limit_s=60, poll_s=5) == 0.9 and slept == [5, 5]
+    clock = iter([0.0, 10.0, 70.0])
+    monkeypatch.setattr(module.os, "getloadavg", lambda: (3.0, 0.0, 0.0))
+    monkeypatch.setattr(module.time, "monotonic", lambda: next(clock))
+    assert wait_until_quiet(limit_s=60, poll_s=5) == 3.0
 
 
 def test_the_spread_of_fresh_processes():

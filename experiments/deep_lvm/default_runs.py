@@ -33,6 +33,7 @@ from pyro_elbo_lab.lab.provenance import (
     require_same_machine,
     spread,
     spread_text,
+    wait_until_quiet,
 )
 
 COMMANDS = {
@@ -43,7 +44,9 @@ COMMANDS = {
 
 def timed_run(command: list[str]) -> dict[str, object]:
     """Run ``command`` in an empty directory; its wall time, what its record says and the
-    machine's facts (load average included) as it started."""
+    machine's facts (load average included) as it started, once the load that the run
+    before left has decayed (:func:`wait_until_quiet`)."""
+    wait_until_quiet()
     facts = provenance().record()
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()

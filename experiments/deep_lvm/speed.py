@@ -41,6 +41,7 @@ from pyro_elbo_lab.lab.provenance import (
     require_same_machine,
     spread,
     spread_text,
+    wait_until_quiet,
 )
 from pyro_elbo_lab.registry import guides, models, objectives
 
@@ -176,9 +177,11 @@ def measure(device: torch.device, particles: list[int], quick: bool) -> dict:
 
 
 def fresh_processes(args: argparse.Namespace) -> list[dict]:
-    """:func:`measure` in ``args.processes`` fresh Python processes, one after another."""
+    """:func:`measure` in ``args.processes`` fresh Python processes, one after another,
+    each once the load the one before left has decayed (:func:`wait_until_quiet`)."""
     found = []
     for index in range(args.processes):
+        wait_until_quiet()
         target = args.output / f"process_{index}.json"
         command = [sys.executable, __file__, "--worker", str(target), "--device", args.device]
         command += ["--particles", *map(str, args.particles)] + (["--quick"] if args.quick else [])

@@ -8,7 +8,9 @@ affinity mask and cgroup quota), the torch threads used and the one-minute load 
 when it started. Reports give the median of several fresh processes with their min–max
 (:func:`spread`), warn when a row started on a loaded machine (more than
 :data:`LOAD_PER_CORE_WARNING` runnable processes per core of the budget) and refuse to form
-a ratio between rows from two machines (:func:`require_same_machine`).
+a ratio between rows from two machines (:func:`require_same_machine`). The one-minute
+load average decays with a time constant of a minute, so a benchmark's own previous
+process keeps it high for a while: :func:`wait_until_quiet` lets it fall first.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,6 +90,19 @@ def provenance(cpuinfo: Path = CPUINFO) -> Provenance:
         load_average=load,
         torch=torch.__version__,
     )
+
+
+def wait_until_quiet(limit_s: float = 180.0, poll_s: float = 5.0) -> float:
+    """Sleep until the one-minute load average is at most :data:`LOAD_PER_CORE_WARNING`
+    per core of the budget, or ``limit_s`` has passed (a machine busy with other work
+    stays busy: the row then carries its load and its warning); returns the load seen."""
+    if not hasattr(os, "getloadavg"):
+        return float("nan")
+    quiet = LOAD_PER_CORE_WARNING * cpu_budget()
+    deadline = time.monotonic() + limit_s
+    while (load := os.getloadavg()[0]) > quiet and time.monotonic() < deadline:
+        time.sleep(poll_s)
+    return load
 
 
 def spread(values: Iterable[float]) -> dict[str, float | int]:
