@@ -32,7 +32,9 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+import pyro
 import torch
+from pyro.infer.util import is_validation_enabled
 
 from pyro_elbo_lab.engine import sample_log_weights
 from pyro_elbo_lab.evaluation.ais import annealed_importance_sampling
@@ -63,21 +65,25 @@ def per_image_bounds(
 ) -> PerImageBounds:
     """IWAE-K and the ELBO of each image from one pass of K draws (no gradients)."""
     iwae, elbo = [], []
+    validate = is_validation_enabled()
     with torch.no_grad():
         for rows in images.split(image_batch):
             running = torch.full((rows.shape[0],), -math.inf, dtype=torch.float64)
             running = running.to(rows.device)
             total = torch.zeros_like(running)
-            for size in _chunks(num_particles, particle_batch):
-                weights = sample_log_weights(
-                    model.evaluation_model,
-                    guide,
-                    (rows,),
-                    {},
-                    num_particles=size,
-                    max_plate_nesting=model.max_plate_nesting,
-                    data_plate=model.data_plate,
-                )
+            for index, size in enumerate(_chunks(num_particles, particle_batch)):
+                # the first chunk checks these images and the programme; the next ones
+                # only draw new particles for them (the checks were ~20% of their time)
+                with pyro.validation_enabled(validate and index == 0):
+                    weights = sample_log_weights(
+                        model.evaluation_model,
+                        guide,
+                        (rows,),
+                        {},
+                        num_particles=size,
+                        max_plate_nesting=model.max_plate_nesting,
+                        data_plate=model.data_plate,
+                    )
                 chunk = weights.local_log_weights().double()
                 running = torch.logaddexp(running, chunk.logsumexp(0))
                 total += chunk.sum(0)
