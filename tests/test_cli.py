@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from pyro_elbo_lab.lab.threads import cpu_budget
+from pyro_elbo_lab.cpu_budget import cpu_budget
 
 SMOKE = ["experiment=smoke", "progress_bar=false"]
 

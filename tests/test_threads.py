@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from pyro_elbo_lab.cpu_budget import cgroup_cpu_quota, cpu_budget
 from pyro_elbo_lab.lab import threads
-from pyro_elbo_lab.lab.threads import cgroup_cpu_quota, cpu_budget, parallel_jobs, threads_per_job
+from pyro_elbo_lab.lab.threads import parallel_jobs, threads_per_job
 
 
 def _cgroup_v2(root: Path, path: str, limits: dict[str, str]) -> Path:

@@ -1,6 +1,6 @@
 """``hydra/launcher=parallel`` (the default): a sweep's jobs in parallel worker processes.
 
-One worker per CPU of the budget (:func:`~pyro_elbo_lab.lab.threads.cpu_budget`) unless
+One worker per CPU of the budget (:func:`~pyro_elbo_lab.cpu_budget.cpu_budget`) unless
 ``hydra.launcher.n_jobs`` says otherwise, each job with ``budget / n_jobs`` torch threads.
 Workers are joblib's (loky: reused across the launches of a sweep, a crashed worker
 replaced). Jobs are reported as they finish, so the sweep's console counts them and

@@ -3,7 +3,7 @@
 A ratio between two timings means something only when both come from the same machine,
 at the same CPU budget, with nothing else running. Every benchmark row therefore records
 the CPU model, the instruction-set extensions that decide which kernels run (AVX2,
-AVX-512, AMX), the CPUs the process may use (:func:`~pyro_elbo_lab.lab.threads.cpu_budget`:
+AVX-512, AMX), the CPUs the process may use (:func:`~pyro_elbo_lab.cpu_budget.cpu_budget`:
 affinity mask and cgroup quota), the torch threads used and the one-minute load average
 when it started. Reports give the median of several fresh processes with their min–max
 (:func:`spread`), warn when a row started on a loaded machine (more than
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
+from pyro_elbo_lab.cpu_budget import cpu_budget
 from pyro_elbo_lab.errors import ConfigError
-from pyro_elbo_lab.lab.threads import cpu_budget
 
 CPUINFO = Path("/proc/cpuinfo")
 #: the /proc/cpuinfo flags that change which CPU kernels torch runs
