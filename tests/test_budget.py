@@ -9,6 +9,7 @@ import pytest
 from pyro.infer import SVI, Trace_ELBO
 
 from pyro_elbo_lab.engine import CountedModel
+from pyro_elbo_lab.engine.graph_threads import available_threads
 from pyro_elbo_lab.errors import ConfigError
 from pyro_elbo_lab.lab import run
 from pyro_elbo_lab.lab.budget import checkpoint_fractions
@@ -79,6 +80,9 @@ def test_the_compiled_step_counts_its_particles_too(compose_config):
     )
     assert record["status"] == "ok", record["message"]
     assert (record["fit"]["steps_completed"], record["fit"]["model_evals"]) == (10, 40)
+    # the record says how many threads the compiled update chose, within what torch may use
+    (threads,) = record["fit"]["fitter"]["compiled_threads"]
+    assert 1 <= threads <= available_threads()
 
 
 def test_the_step_cap_stops_a_budget_it_reaches_first(compose_config):

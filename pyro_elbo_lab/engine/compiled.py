@@ -55,6 +55,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributions import transform_to
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from pyro_elbo_lab.engine.graph_threads import graph_threads
 from pyro_elbo_lab.engine.parameters import parameter_constraints, run_with_parameters
 from pyro_elbo_lab.errors import first_line
 
@@ -108,6 +109,9 @@ class CheckedGraph:
         self.traced = traced
         self.compile_options = compile_options
         self.what = what
+        #: threads of its CPU kernels (:mod:`~pyro_elbo_lab.engine.graph_threads`; the
+        #: user's own ``cpp.threads`` wins); None off the CPU or under the user's options
+        self.threads: int | None = None
         #: the compiled graph once built and found to agree (None before, or on fallback)
         self.compiled: Callable[..., Sequence[torch.Tensor]] | None = None
         self._run: Callable[..., Sequence[torch.Tensor]] | None = None
@@ -120,7 +124,10 @@ class CheckedGraph:
         copies = {index: value.clone() for index, value in before.items()}
         expected = self.traced(*[copies.get(i, tensor) for i, tensor in enumerate(inputs)])
         reasons = []
-        for options in compile_options_for(self.compile_options, inputs):
+        candidates = compile_options_for(self.compile_options, inputs, graph_threads(self.traced))
+        if candidates[0] is not self.compile_options:  # the lab's CPU options
+            self.threads = candidates[0]["options"]["cpp.threads"]
+        for options in candidates:
             try:
                 compiled = torch.compile(self.traced, **options)
                 with torch.random.fork_rng(devices=cuda_devices(inputs)):
@@ -153,24 +160,27 @@ class CheckedGraph:
 
 
 def compile_options_for(
-    options: dict[str, Any], inputs: Sequence[torch.Tensor]
+    options: dict[str, Any], inputs: Sequence[torch.Tensor], threads: int
 ) -> list[dict[str, Any]]:
-    """The ``torch.compile`` options to try, in order, for a graph on ``inputs``.
+    """The ``torch.compile`` options to try, in order, for a graph on ``inputs``
+    (``options`` itself, alone, where the lab adds nothing).
 
     On CPU with inductor and no ``mode`` of the user's (their own ``options`` win):
-    first with inductor's C++ wrapper (buffer allocation and kernel calls as compiled
-    code instead of Python, about 30% of a step at N = 10³, experiments/gmm_scale),
-    then, should that disagree with the traced graph, with scalar kernels as well
-    (``cpp.simdlen=1``: torch 2.13's vectorised CPU kernels give NaN on some fused
-    graphs, e.g. STL with 8 particles on the GMM, where scalar ones agree).
+    kernels on ``threads`` threads (``cpp.threads``, chosen for the graph's size by
+    :func:`~pyro_elbo_lab.engine.graph_threads.graph_threads`), first with inductor's C++
+    wrapper (buffer allocation and kernel calls as compiled code instead of Python,
+    about 30% of a step at N = 10³, experiments/gmm_scale), then, should that disagree
+    with the traced graph, with scalar kernels as well (``cpp.simdlen=1``: torch 2.13's
+    vectorised CPU kernels give NaN on some fused graphs, e.g. STL with 8 particles on
+    the GMM, where scalar ones agree).
     """
     custom = "mode" in options or options.get("backend", "inductor") != "inductor"
     if custom or any(tensor.device.type != "cpu" for tensor in inputs):
         return [options]
-    own = options.get("options", {})
+    own = {"cpp_wrapper": True, "cpp.threads": threads, **options.get("options", {})}
     return [
-        {**options, "options": {"cpp_wrapper": True, **own}},
-        {**options, "options": {"cpp_wrapper": True, "cpp.simdlen": 1, **own}},
+        {**options, "options": own},
+        {**options, "options": {**own, "cpp.simdlen": own.get("cpp.simdlen", 1)}},
     ]
 
 
@@ -538,6 +548,16 @@ class CompiledPath:
         tensors among the arguments, in the order the step takes them."""
         tensors, _, signature = _split_tensors(args, kwargs)
         return self._steps.get(self._key(model, guide, signature, state)), tensors
+
+    def compiled_graphs(self) -> list[CheckedGraph]:
+        """The steps' graphs that run compiled."""
+        return [
+            step.graph
+            for step in self._steps.values()
+            if step is not None
+            and isinstance(step.graph, CheckedGraph)
+            and step.graph.compiled is not None
+        ]
 
     @staticmethod
     def _key(model: Callable, guide: Callable, signature: tuple, state: tuple) -> tuple:

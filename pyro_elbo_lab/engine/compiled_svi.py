@@ -124,6 +124,11 @@ class CompiledSVI(SVI):
             (loss,) = update(*params, *first, *second, self._count, *tensors, *noise)
         return float(loss)
 
+    def compiled_graphs(self) -> list[CheckedGraph]:
+        """The graphs that run compiled: the updates, and the objective's own steps."""
+        updates = [graph for graph, _, _ in self._updates.values() if graph.compiled is not None]
+        return updates + self.objective.compiled.compiled_graphs()
+
     def _build(
         self, traced: TracedStep, params: list[torch.Tensor], tensors: list[torch.Tensor]
     ) -> tuple[Callable, list[torch.Tensor], list[torch.Tensor]]:

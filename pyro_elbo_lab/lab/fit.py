@@ -188,6 +188,7 @@ class SVIFitter(Fitter):
 
     def __init__(self, components: Components) -> None:
         self.counted = CountedModel(components.model)
+        self.objective = components.objective
         self.svi = _svi(components, self.counted)
         self.step_data = components.model.step_data
         self.reports_loss = getattr(components.objective, "reports_loss", True)
@@ -207,6 +208,17 @@ class SVIFitter(Fitter):
     @property
     def model_evals(self) -> int:
         return self._evals
+
+    def details(self) -> dict[str, Any]:
+        """``compiled_threads``: the threads of each graph that ran compiled on the CPU
+        (:mod:`~pyro_elbo_lab.engine.graph_threads`), where any did."""
+        if isinstance(self.svi, CompiledSVI):
+            graphs = self.svi.compiled_graphs()
+        else:
+            compiled = getattr(self.objective, "compiled", None)
+            graphs = compiled.compiled_graphs() if compiled is not None else []
+        threads = [graph.threads for graph in graphs if graph.threads is not None]
+        return {"compiled_threads": threads} if threads else {}
 
 
 def make_fitter(components: Components) -> Fitter:
