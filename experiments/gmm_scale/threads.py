@@ -12,6 +12,7 @@ machine state, which is what a choice between them needs; so the cells run back 
 (the one-minute load average at each start still counts the cell before: it lags).
 
     python experiments/gmm_scale/threads.py [--sizes 1000 10000] [--rounds 5]
+    python experiments/gmm_scale/threads.py --engine eager --sizes 20 100 1000 10000
     python experiments/gmm_scale/threads.py --report-only a.json b.json   # merge, re-tabulate
 
 writes ``threads.md`` and ``threads.json`` beside this file (or ``--output DIR``); the
@@ -87,6 +88,42 @@ def measure_cell(n: int, k: int, d: int, rounds: int, seconds: float) -> dict:
     }  # fmt: skip
 
 
+def measure_eager_cell(n: int, k: int, d: int, rounds: int, seconds: float) -> dict:
+    """Steps/s of the eager engine (``ours_eager``: SVI, Adam) with torch on 1, 2, ...
+    threads, interleaved: whether ATen's grain size (ops under 32,768 elements run on
+    one thread whatever the count) already keeps small steps off the thread team."""
+    import pyro
+    import torch
+    from pyro.infer import SVI
+    from pyro.optim import Adam
+
+    from pyro_elbo_lab.objectives import IWAE
+
+    facts = provenance().record()
+    torch.manual_seed(0)
+    pyro.set_rng_seed(0)
+    model = make_model(n, k, d)
+    guide = autonormal(model, model.train_data, k)
+    svi = SVI(model, guide, Adam({"lr": LEARNING_RATE}), IWAE(num_particles=1))
+    for _ in range(2):
+        svi.step(model.train_data)
+    candidates = list(range(1, available_threads() + 1))
+    rates: dict[int, list[float]] = {threads: [] for threads in candidates}
+    for _ in range(rounds):
+        for threads in candidates:
+            torch.set_num_threads(threads)
+            steps, start = 0, time.perf_counter()
+            while steps < 3 or time.perf_counter() - start < seconds:
+                svi.step(model.train_data)
+                steps += 1
+            rates[threads].append(steps / (time.perf_counter() - start))
+    return {
+        "engine": "eager", "n": n, "k": k, "d": d, "provenance": facts,
+        "steps_per_s": {threads: statistics.median(found) for threads, found in rates.items()},
+        "rounds": rates,
+    }  # fmt: skip
+
+
 def report(cells: list[dict], args: argparse.Namespace) -> str:
     """The table: steps/s per thread count, the faster one, and the rule's choice."""
     machine = cells[0]["provenance"]
@@ -103,6 +140,8 @@ def report(cells: list[dict], args: argparse.Namespace) -> str:
         f"{ELEMENTS_PER_THREAD:,})), S the elements of the graph's largest tensor.",
         "",
     ]
+    eager = [cell for cell in cells if cell.get("engine") == "eager"]
+    cells = [cell for cell in cells if cell.get("engine", "compiled") == "compiled"]
     threads = sorted({int(t) for cell in cells for t in cell["steps_per_s"]})
     head = " | ".join(f"{t} thread{'s' if t > 1 else ''} steps/s" for t in threads)
     lines += [
@@ -126,6 +165,23 @@ def report(cells: list[dict], args: argparse.Namespace) -> str:
         "previous cell's process (the one-minute average lags); the candidates of a cell "
         "are compared within one process, interleaved.",
     ]
+    if eager:
+        threads = sorted({int(t) for cell in eager for t in cell["steps_per_s"]})
+        lines += [
+            "",
+            "## The eager engine (`ours_eager`, `--engine eager`): torch's threads, all ops",
+            "",
+            "| N | K | D | " + " | ".join(f"{t} thread(s) steps/s" for t in threads)
+            + " | 2 threads / 1 thread |",
+            "|" + "---|" * (4 + len(threads)),
+        ]  # fmt: skip
+        for cell in eager:
+            rates = {int(t): rate for t, rate in cell["steps_per_s"].items()}
+            lines.append(
+                f"| {cell['n']:,} | {cell['k']} | {cell['d']} | "
+                + " | ".join(f"{rates[t]:.0f}" for t in threads)
+                + f" | {rates[max(rates)] / rates[min(rates)]:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -135,22 +191,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--output", type=Path, default=HERE)
+    parser.add_argument("--engine", choices=["compiled", "eager"], default="compiled")
     parser.add_argument("--report-only", type=Path, nargs="+", help="threads.json files")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(measure_cell(**json.loads(args.worker))))
+        job = json.loads(args.worker)
+        measure = measure_eager_cell if job.pop("engine") == "eager" else measure_cell
+        print(json.dumps(measure(**job)))
         return
     if args.report_only:
         cells = [cell for path in args.report_only for cell in json.loads(path.read_text())]
-        cells.sort(key=lambda cell: (cell["n"], cell["k"], cell["d"]))
+        cells.sort(key=lambda cell: (cell.get("engine", ""), cell["n"], cell["k"], cell["d"]))
         args.sizes = sorted({cell["n"] for cell in cells})
         write(cells, args)
         return
     cells = []
     for n in args.sizes:
         for k, d in GRID:
-            job = {"n": n, "k": k, "d": d, "rounds": args.rounds, "seconds": args.seconds}
+            job = {"n": n, "k": k, "d": d, "rounds": args.rounds, "seconds": args.seconds,
+                   "engine": args.engine}  # fmt: skip
             done = subprocess.run(
                 [sys.executable, __file__, "--worker", json.dumps(job)],
                 capture_output=True, text=True, check=True,
