@@ -180,9 +180,9 @@ def learned_model_metrics(
     else:
         warnings.append("model.num_heldout = 0: no test log-likelihood")
     metrics["train_bound_particles"] = training_particles
-    train = per_image_bounds(model, guide, train, num_particles=training_particles, **common)
-    metrics["train_bound"] = float(train.iwae.mean())
-    metrics["train_elbo"] = float(train.elbo.mean())
+    bounds = per_image_bounds(model, guide, train, num_particles=training_particles, **common)
+    metrics["train_bound"] = float(bounds.iwae.mean())
+    metrics["train_elbo"] = float(bounds.elbo.mean())
     if "test_loglik" in metrics:
         metrics["bound_to_test_gap"] = metrics["train_bound"] - metrics["test_loglik"]
     return metrics, warnings
