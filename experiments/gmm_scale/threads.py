@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +43,26 @@ from pyro_elbo_lab.engine.graph_threads import (  # noqa: E402
 from pyro_elbo_lab.lab.provenance import provenance  # noqa: E402
 
 GRID = [(5, 2), (5, 10), (10, 2), (10, 10)]
+
+
+def interleaved_rates(
+    step_on: Callable[[int], Callable[[], object]],
+    candidates: list[int],
+    rounds: int,
+    seconds: float,
+) -> dict[int, list[float]]:
+    """Steps/s per candidate thread count and round: each round steps every candidate in
+    turn (``step_on(threads)`` readies it and gives its step) for ``seconds`` (≥ 3 steps)."""
+    rates: dict[int, list[float]] = {threads: [] for threads in candidates}
+    for _ in range(rounds):
+        for threads in candidates:
+            step = step_on(threads)
+            steps, start = 0, time.perf_counter()
+            while steps < 3 or time.perf_counter() - start < seconds:
+                step()
+                steps += 1
+            rates[threads].append(steps / (time.perf_counter() - start))
+    return rates
 
 
 def measure_cell(n: int, k: int, d: int, rounds: int, seconds: float) -> dict:
@@ -71,14 +92,10 @@ def measure_cell(n: int, k: int, d: int, rounds: int, seconds: float) -> dict:
         setup[threads] = time.perf_counter() - start
         steppers[threads] = svi
     (graph,) = steppers[candidates[0]].compiled_graphs()
-    rates: dict[int, list[float]] = {threads: [] for threads in candidates}
-    for _ in range(rounds):
-        for threads, svi in steppers.items():
-            steps, start = 0, time.perf_counter()
-            while steps < 3 or time.perf_counter() - start < seconds:
-                svi.step(model.train_data)
-                steps += 1
-            rates[threads].append(steps / (time.perf_counter() - start))
+    rates = interleaved_rates(
+        lambda threads: lambda: steppers[threads].step(model.train_data),
+        candidates, rounds, seconds,
+    )  # fmt: skip
     return {
         "n": n, "k": k, "d": d, "provenance": facts,
         "largest_tensor": largest_tensor(graph.traced),
@@ -107,16 +124,13 @@ def measure_eager_cell(n: int, k: int, d: int, rounds: int, seconds: float) -> d
     svi = SVI(model, guide, Adam({"lr": LEARNING_RATE}), IWAE(num_particles=1))
     for _ in range(2):
         svi.step(model.train_data)
+
+    def on_threads(threads: int) -> Callable[[], object]:
+        torch.set_num_threads(threads)
+        return lambda: svi.step(model.train_data)
+
     candidates = list(range(1, available_threads() + 1))
-    rates: dict[int, list[float]] = {threads: [] for threads in candidates}
-    for _ in range(rounds):
-        for threads in candidates:
-            torch.set_num_threads(threads)
-            steps, start = 0, time.perf_counter()
-            while steps < 3 or time.perf_counter() - start < seconds:
-                svi.step(model.train_data)
-                steps += 1
-            rates[threads].append(steps / (time.perf_counter() - start))
+    rates = interleaved_rates(on_threads, candidates, rounds, seconds)
     return {
         "engine": "eager", "n": n, "k": k, "d": d, "provenance": facts,
         "steps_per_s": {threads: statistics.median(found) for threads, found in rates.items()},
