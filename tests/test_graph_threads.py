@@ -39,16 +39,25 @@ def test_the_cpu_budget_caps_torchs_own_thread_count(monkeypatch):
     """From a user's script torch starts one thread per host core; a container's quota
     (the CPU budget) still binds."""
     monkeypatch.setattr(graph_threads, "cpu_budget", lambda: 2)
+    monkeypatch.setattr(graph_threads, "free_cpus", lambda budget: budget)  # an idle host
     monkeypatch.setattr(torch, "get_num_threads", lambda: 64)
     assert graph_threads.available_threads() == 2
     assert graph_threads.graph_threads(_graph(100 * ELEMENTS_PER_THREAD)) == 2
 
 
+def test_cpus_other_processes_keep_busy_are_not_counted(monkeypatch):
+    """Beside a process spinning on one core of two, a compiled graph gets one thread."""
+    monkeypatch.setattr(graph_threads, "cpu_budget", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(graph_threads, "free_cpus", lambda budget: budget - 1)
+    assert graph_threads.graph_threads(_graph(100 * ELEMENTS_PER_THREAD)) == 1
+
+
 def test_the_users_own_compile_options_win():
     inputs = [torch.zeros(3)]
-    lab = compiled.compile_options_for({}, inputs, 2)
+    lab = compiled.compile_options_for({}, inputs, lambda: 2)
     assert [options["options"]["cpp.threads"] for options in lab] == [2, 2]
-    own = compiled.compile_options_for({"options": {"cpp.threads": 4}}, inputs, 2)
+    own = compiled.compile_options_for({"options": {"cpp.threads": 4}}, inputs, lambda: 2)
     assert [options["options"]["cpp.threads"] for options in own] == [4, 4]
     mode = {"mode": "max-autotune"}
-    assert compiled.compile_options_for(mode, inputs, 2) == [mode]
+    assert compiled.compile_options_for(mode, inputs, lambda: 2) == [mode]

@@ -34,9 +34,10 @@ def test_the_facts_come_from_cpuinfo_the_budget_and_the_load(tmp_path, monkeypat
     cpuinfo.write_text(CPUINFO)
     monkeypatch.setattr(module, "cpu_budget", lambda: 2)
     monkeypatch.setattr(module.os, "getloadavg", lambda: (0.25, 0.5, 0.5))
+    monkeypatch.setattr(module, "busy_cpus", lambda: 0.125)
     facts = provenance(cpuinfo)
     assert facts.cpu_model == "AMD EPYC 7B13" and facts.isa == ("avx2", "avx512f")
-    assert facts.cpu_budget == 2 and facts.load_average == 0.25
+    assert facts.cpu_budget == 2 and facts.load_average == 0.25 and facts.busy_cpus == 0.125
     assert Provenance.from_record(facts.record()) == facts
 
 
@@ -45,28 +46,34 @@ def test_a_machine_without_cpuinfo_still_names_its_processor(tmp_path):
     assert facts.cpu_model and facts.isa == ()
 
 
-@pytest.mark.parametrize(("load", "warned"), [(0.9, False), (1.2, True)])
-def test_a_row_started_on_a_loaded_machine_is_flagged(load, warned):
-    facts = Provenance("cpu", ("avx2",), 2, 2, load, "2.13.0")
+@pytest.mark.parametrize(
+    ("load", "busy", "warned"),
+    [
+        (0.9, float("nan"), False),  # a row recorded before the busy CPUs were
+        (1.2, float("nan"), True),
+        (1.9, 0.1, False),  # the benchmark's own previous process, ended, in the average
+        (0.3, 1.2, True),  # a process that began spinning within the last minute
+    ],
+)
+def test_a_row_started_on_a_loaded_machine_is_flagged(load, busy, warned):
+    facts = Provenance("cpu", ("avx2",), 2, 2, load, "2.13.0", busy)
     warning = facts.load_warning()
     assert (warning is not None) == warned
     if warned:
         assert "contended" in warning and "0.60 per core" in warning
 
 
-def test_a_benchmark_waits_for_the_load_to_decay_but_not_forever(monkeypatch):
-    """The load falls as the last process's share decays; a machine that stays busy
-    is measured anyway after the limit (its rows carry the warning)."""
-    loads = iter([1.8, 1.4, 0.9, 0.5])
-    slept = []
+def test_a_benchmark_waits_for_other_processes_but_not_forever(monkeypatch):
+    """It waits while other processes keep the CPUs busy; a machine that stays busy is
+    measured anyway after the limit (its rows carry the warning)."""
+    busy = iter([1.8, 1.4, 0.9, 0.5])
     monkeypatch.setattr(module, "cpu_budget", lambda: 2)
-    monkeypatch.setattr(module.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
-    monkeypatch.setattr(module.time, "sleep", slept.append)
-    assert wait_until_quiet(limit_s=60, poll_s=5) == 0.9 and slept == [5, 5]
+    monkeypatch.setattr(module, "busy_cpus", lambda: next(busy))
+    assert wait_until_quiet(limit_s=60) == 0.9
     clock = iter([0.0, 10.0, 70.0])
-    monkeypatch.setattr(module.os, "getloadavg", lambda: (3.0, 0.0, 0.0))
+    monkeypatch.setattr(module, "busy_cpus", lambda: 3.0)
     monkeypatch.setattr(module.time, "monotonic", lambda: next(clock))
-    assert wait_until_quiet(limit_s=60, poll_s=5) == 3.0
+    assert wait_until_quiet(limit_s=60) == 3.0
 
 
 def test_the_spread_of_fresh_processes():

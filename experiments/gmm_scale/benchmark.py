@@ -463,6 +463,8 @@ def main() -> None:
         return
     from report import read_runs, write_reports  # beside this script
 
+    from pyro_elbo_lab.lab.provenance import wait_until_quiet
+
     if args.report_only:
         rows, quality = read_runs(args.report_only)
         write_reports(rows, quality, args.output, machine())
@@ -477,6 +479,7 @@ def main() -> None:
     rows = []
     only_grid = args.quick or args.grid_only
     for job in speed_jobs(sizes, shapes, args.particles, only_grid, caches):
+        wait_until_quiet()  # the job before has ended, and nothing else runs
         rows.append(spawn(job, args.timeout))
         log(rows[-1], args.output)
     shutil.rmtree(caches, ignore_errors=True)
@@ -499,6 +502,7 @@ def main() -> None:
                 "budget_s": budget,
                 "batch": 10_000,
             }
+            wait_until_quiet()
             quality.append(spawn(job, args.timeout * 4))
             log(quality[-1], args.output)
     write_reports(rows, quality, args.output, machine())

@@ -124,7 +124,9 @@ class CheckedGraph:
         copies = {index: value.clone() for index, value in before.items()}
         expected = self.traced(*[copies.get(i, tensor) for i, tensor in enumerate(inputs)])
         reasons = []
-        candidates = compile_options_for(self.compile_options, inputs, graph_threads(self.traced))
+        candidates = compile_options_for(
+            self.compile_options, inputs, lambda: graph_threads(self.traced)
+        )
         if candidates[0] is not self.compile_options:  # the lab's CPU options
             self.threads = candidates[0]["options"]["cpp.threads"]
         for options in candidates:
@@ -160,15 +162,18 @@ class CheckedGraph:
 
 
 def compile_options_for(
-    options: dict[str, Any], inputs: Sequence[torch.Tensor], threads: int
+    options: dict[str, Any], inputs: Sequence[torch.Tensor], threads: Callable[[], int]
 ) -> list[dict[str, Any]]:
     """The ``torch.compile`` options to try, in order, for a graph on ``inputs``
     (``options`` itself, alone, where the lab adds nothing).
 
     On CPU with inductor and no ``mode`` of the user's (their own ``options`` win):
-    kernels on ``threads`` threads (``cpp.threads``, chosen for the graph's size by
-    :func:`~pyro_elbo_lab.engine.graph_threads.graph_threads`), first with inductor's C++
-    wrapper (buffer allocation and kernel calls as compiled code instead of Python,
+    kernels on ``threads()`` threads (``cpp.threads``, chosen for the graph's size and the
+    free CPUs by :func:`~pyro_elbo_lab.engine.graph_threads.graph_threads`), without
+    inductor's probe of the compiler for each vector ISA the CPU lists (``cpp.vec_isa_ok``:
+    ten C++ builds, ~10 s of a first compile with a new cache folder; a compiler without
+    AVX-512 fails the build, and the scalar kernels below are tried), first with
+    inductor's C++ wrapper (buffer allocation and kernel calls as compiled code, not Python,
     about 30% of a step at N = 10³, experiments/gmm_scale), then, should that disagree
     with the traced graph, with scalar kernels as well (``cpp.simdlen=1``: torch 2.13's
     vectorised CPU kernels give NaN on some fused graphs, e.g. STL with 8 particles on
@@ -177,7 +182,9 @@ def compile_options_for(
     custom = "mode" in options or options.get("backend", "inductor") != "inductor"
     if custom or any(tensor.device.type != "cpu" for tensor in inputs):
         return [options]
-    own = {"cpp_wrapper": True, "cpp.threads": threads, **options.get("options", {})}
+    own = {"cpp_wrapper": True, "cpp.vec_isa_ok": True, **options.get("options", {})}
+    if "cpp.threads" not in own:
+        own["cpp.threads"] = threads()
     return [
         {**options, "options": own},
         {**options, "options": {**own, "cpp.simdlen": own.get("cpp.simdlen", 1)}},

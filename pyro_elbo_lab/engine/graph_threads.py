@@ -10,12 +10,19 @@ kernel wakes and joins the team for a few microseconds of work. Each graph there
     T = \min\big(B,\ \max(1,\ \lfloor S / S_1 \rfloor)\big),
 
 with S the number of elements of the largest tensor the graph computes (the size of its
-widest loop), B the threads the process may use (torch's thread count within the CPU
-budget, :func:`~pyro_elbo_lab.cpu_budget.cpu_budget`: affinity mask and cgroup quota, so
-that a compiled step called from a user's own script, where torch starts one thread per
-host core, still stays within a container's quota) and :data:`ELEMENTS_PER_THREAD` =
-:math:`S_1` = 5,000. The choice is per graph and baked into its kernels: nothing else in
-the process changes its threads; the run record lists it (``fit.fitter.compiled_threads``).
+widest loop), B the threads the process may use and :data:`ELEMENTS_PER_THREAD` =
+:math:`S_1` = 5,000. B is torch's thread count within the CPU budget
+(:func:`~pyro_elbo_lab.cpu_budget.cpu_budget`: affinity mask and cgroup quota, so that a
+compiled step called from a user's own script, where torch starts one thread per host
+core, still stays within a container's quota), less the CPUs other processes keep busy
+when the graph is compiled (:func:`~pyro_elbo_lab.cpu_load.free_cpus`): a thread that
+shares a busy core makes the whole team wait for its time slices at every barrier (at
+N = 10³ on two threads beside one spinning process, 0.25× the idle speed; one thread keeps
+0.98×). The choice is per graph and baked into its kernels: nothing else in the process
+changes its threads; the run record lists it (``fit.fitter.compiled_threads``). Kernels on
+different thread counts reduce in a different order, so a graph compiled beside another
+job agrees with one compiled on an idle machine to float32 rounding, not bit for bit;
+``cpp.threads`` in the compile options pins the count.
 
 :math:`S_1` is measured (``experiments/gmm_scale/threads.py``, ``threads.md``): the GMM's
 compiled update on 1 and 2 threads, interleaved in one process per cell, N = 20 … 10⁶,
@@ -35,6 +42,7 @@ import math
 import torch
 
 from pyro_elbo_lab.cpu_budget import cpu_budget
+from pyro_elbo_lab.cpu_load import free_cpus
 
 #: elements of a graph's largest tensor per thread (see the module doc)
 ELEMENTS_PER_THREAD = 5_000
@@ -52,8 +60,9 @@ def largest_tensor(graph: torch.fx.GraphModule) -> int:
 
 
 def available_threads() -> int:
-    """torch's thread count, within this process's CPU budget."""
-    return max(1, min(torch.get_num_threads(), cpu_budget()))
+    """torch's thread count, within this process's CPU budget and the CPUs other
+    processes leave free now."""
+    return max(1, min(torch.get_num_threads(), free_cpus(cpu_budget())))
 
 
 def graph_threads(graph: torch.fx.GraphModule, available: int | None = None) -> int:
