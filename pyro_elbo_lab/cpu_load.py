@@ -18,8 +18,8 @@ processes on every CPU of the host, this is what a step starting now meets.
 :func:`free_cpus` is the budget minus that load: where one core of two is kept busy by
 another process, a compiled step on two OpenMP threads waits at each barrier for the
 thread that shares the busy core (its time slices, milliseconds, are longer than the
-whole step at small N): 0.25× its idle speed at N = 10³ in ``experiments/gmm_scale``,
-where one thread keeps 0.98×.
+whole step at small N): 0.25× its idle speed at N = 10³, K = 5, D = 2, where one
+thread keeps 0.79× (``experiments/gmm_scale/targets.md``).
 """
 
 from __future__ import annotations

@@ -93,10 +93,12 @@ def test_no_cgroup_information_leaves_the_affinity_mask(tmp_path, eight_cpus):
 
 def test_threads_divide_the_budget_among_a_launchers_parallel_jobs(monkeypatch):
     monkeypatch.setattr(threads, "cpu_budget", lambda: 8)
+    monkeypatch.setattr(threads, "free_cpus", lambda budget: budget - 3)  # 3 CPUs busy
     assert threads_per_job(3, {"n_jobs": 2}) == 3  # asked for
     assert threads_per_job(None, {"n_jobs": None}) == 1  # one job per CPU
     assert threads_per_job(None, {"n_jobs": 2}) == 4
     assert threads_per_job(None, {"n_jobs": -2}) == 1  # joblib: all CPUs but one
-    assert threads_per_job(None, {}) == 8  # one job at a time (Hydra's basic launcher)
+    # one job at a time (Hydra's basic launcher): what other processes leave free
+    assert threads_per_job(None, {}) == 5
     assert threads_per_job(None, {"cpus_per_task": 2}) == 2  # submitit
     assert parallel_jobs({"n_jobs": -1}) == 8 and parallel_jobs(None) == 1

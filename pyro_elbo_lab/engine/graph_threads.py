@@ -18,11 +18,12 @@ core, still stays within a container's quota), less the CPUs other processes kee
 when the graph is compiled (:func:`~pyro_elbo_lab.cpu_load.free_cpus`): a thread that
 shares a busy core makes the whole team wait for its time slices at every barrier (at
 N = 10³ on two threads beside one spinning process, 0.25× the idle speed; one thread keeps
-0.98×). The choice is per graph and baked into its kernels: nothing else in the process
-changes its threads; the run record lists it (``fit.fitter.compiled_threads``). Kernels on
-different thread counts reduce in a different order, so a graph compiled beside another
-job agrees with one compiled on an idle machine to float32 rounding, not bit for bit;
-``cpp.threads`` in the compile options pins the count.
+0.79×, ``experiments/gmm_scale/targets.md``). The choice is per graph and baked into its
+kernels: nothing else in the process changes its threads; the run record lists it
+(``fit.fitter.compiled_threads``). Kernels on different thread counts reduce in a
+different order, so a graph compiled beside another job agrees with one compiled on an
+idle machine to float32 rounding, not bit for bit; ``cpp.threads`` in the compile options
+pins the count.
 
 :math:`S_1` is measured (``experiments/gmm_scale/threads.py``, ``threads.md``): the GMM's
 compiled update on 1 and 2 threads, interleaved in one process per cell, N = 20 … 10⁶,
