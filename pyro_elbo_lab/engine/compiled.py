@@ -171,7 +171,7 @@ def compile_options_for(
     kernels on ``threads()`` threads (``cpp.threads``, chosen for the graph's size and the
     free CPUs by :func:`~pyro_elbo_lab.engine.graph_threads.graph_threads`), without
     inductor's probe of the compiler for each vector ISA the CPU lists (``cpp.vec_isa_ok``:
-    ten C++ builds, ~10 s of a first compile with a new cache folder; a compiler without
+    ten C++ builds, 8.5 s of a first compile with a new cache folder; a compiler without
     AVX-512 fails the build, and the scalar kernels below are tried), first with
     inductor's C++ wrapper (buffer allocation and kernel calls as compiled code, not Python,
     about 30% of a step at N = 10³, experiments/gmm_scale), then, should that disagree
