@@ -21,11 +21,17 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
 
 
+def affinity_mask() -> set[int] | None:
+    """The CPUs this process may run on; None where there is no mask to read (macOS,
+    Windows)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return set(affinity(0)) if affinity is not None else None
+
+
 def cpu_budget(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:
     """The CPUs this process may use: min(affinity mask, cgroup quota rounded down), ≥ 1."""
-    # macOS and Windows have no affinity mask to read
-    affinity = getattr(os, "sched_getaffinity", None)
-    cpus = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    mask = affinity_mask()
+    cpus = len(mask) if mask is not None else os.cpu_count() or 1
     quota = cgroup_cpu_quota(cgroup_root, proc_cgroup)
     if quota is not None:
         cpus = min(cpus, math.floor(quota))

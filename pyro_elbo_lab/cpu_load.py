@@ -28,6 +28,8 @@ import os
 import time
 from pathlib import Path
 
+from pyro_elbo_lab.cpu_budget import affinity_mask
+
 PROC_STAT = Path("/proc/stat")
 #: the default window over which the load is measured (clock ticks are 10 ms)
 WINDOW_S = 0.25
@@ -56,10 +58,9 @@ def _own_ticks(pid: int) -> int:
 def busy_cpus(window_s: float = WINDOW_S, stat: Path = PROC_STAT) -> float:
     """CPUs of the affinity mask kept busy by other processes over the next ``window_s``
     seconds (0.0 where ``/proc`` is not there to read: not Linux)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    if affinity is None or not stat.exists():
+    cpus, pid = affinity_mask(), os.getpid()
+    if cpus is None or not stat.exists():
         return 0.0
-    cpus, pid = affinity(0), os.getpid()
     busy, total, own = *_cpu_ticks(cpus, stat), _own_ticks(pid)
     time.sleep(window_s)
     busy_after, total_after = _cpu_ticks(cpus, stat)
@@ -74,8 +75,8 @@ def free_cpus(budget: int, window_s: float = WINDOW_S) -> int:
     :func:`busy_cpus`, rounded, at most ``budget``. Where a cgroup quota sets the budget
     (a container's ``--cpus=2`` on a 64-core host), the host's other load takes none of
     it until fewer than ``budget`` CPUs of the mask are left unused."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    if affinity is None:
+    cpus = affinity_mask()
+    if cpus is None:
         return max(1, budget)
-    unused = len(affinity(0)) - round(busy_cpus(window_s))
+    unused = len(cpus) - round(busy_cpus(window_s))
     return max(1, min(budget, unused))

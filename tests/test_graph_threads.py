@@ -61,3 +61,11 @@ def test_the_users_own_compile_options_win():
     assert [options["options"]["cpp.threads"] for options in own] == [4, 4]
     mode = {"mode": "max-autotune"}
     assert compiled.compile_options_for(mode, inputs, lambda: 2) == [mode]
+
+
+def test_a_graph_too_small_for_two_threads_does_not_wait_to_measure_the_load(monkeypatch):
+    def measured(budget):
+        raise AssertionError("a one-thread graph measured the free CPUs")
+
+    monkeypatch.setattr(graph_threads, "free_cpus", measured)
+    assert graph_threads.graph_threads(_graph(ELEMENTS_PER_THREAD)) == 1

@@ -69,6 +69,8 @@ def available_threads() -> int:
 def graph_threads(graph: torch.fx.GraphModule, available: int | None = None) -> int:
     """The threads ``graph``'s kernels get: one per :data:`ELEMENTS_PER_THREAD` elements
     of its largest tensor, at least 1, at most ``available`` (default
-    :func:`available_threads`)."""
-    available = available_threads() if available is None else available
-    return max(1, min(available, largest_tensor(graph) // ELEMENTS_PER_THREAD))
+    :func:`available_threads`, measured only where the graph could use more than one)."""
+    wanted = max(1, largest_tensor(graph) // ELEMENTS_PER_THREAD)
+    if wanted == 1:
+        return 1
+    return min(wanted, available_threads() if available is None else available)
